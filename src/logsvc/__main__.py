@@ -1,0 +1,5 @@
+"""Allow ``python -m logsvc``."""
+
+from logsvc.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,50 @@
+"""The one error family of logsvc.
+
+Every error carries a stable ``reason`` string: it is the label of the metric that counts it
+(``frames_rejected_total{reason="oversized"}``) and the word an operator greps for in the log.
+Reasons are short snake_case nouns and never change once released.
+
+This module must not import anything from the rest of the package.
+"""
+
+from __future__ import annotations
+
+
+class LogsvcError(Exception):
+    """Base class of every error logsvc raises on purpose."""
+
+    reason: str = "error"
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        if reason is not None:
+            self.reason = reason
+
+
+class ProtocolError(LogsvcError):
+    """The peer sent bytes we cannot accept.
+
+    The connection that sent them is closed and counted under ``reason``; every other
+    connection keeps going. Decoders raise only this (never ``struct.error``,
+    ``pickle.UnpicklingError`` or anything else) for any input whatsoever.
+    """
+
+    reason = "malformed"
+
+
+class JournalCorrupt(LogsvcError):
+    """A journal block failed its checksum or its framing; see ``reason``."""
+
+    reason = "corrupt"
+
+
+class StoreError(LogsvcError):
+    """PostgreSQL refused or lost a batch; see ``reason``."""
+
+    reason = "store"
+
+
+class ConfigError(LogsvcError):
+    """A setting is missing or malformed. The message is written for the person who set it."""
+
+    reason = "config"
