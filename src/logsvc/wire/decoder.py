@@ -1,0 +1,137 @@
+"""Decoder: framer + format, driven h11-style by ``feed`` / ``next_record``.
+
+Sans-IO: the caller owns the socket. ``feed(data)`` only stores bytes (``b""`` means EOF);
+``next_record()`` does all the parsing and returns a record or ``NEED_DATA``. The decoder is
+composed of a framer (how a stream is cut into frames) and a format (what one frame means), as
+vector's ``decoder.rs`` composes a ``Framer`` and a ``Deserializer``.
+
+States (h11 rule: after any error the decoder stays in ERROR and raises again)::
+
+    OPEN --feed(b"")--> CLOSED          next_record(): records, then NEED_DATA forever,
+      |                   |                           or ProtocolError("truncated")
+      +---ProtocolError---+--> ERROR    next_record(): raises ProtocolError again
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Final, Protocol
+
+from logsvc.errors import ProtocolError
+from logsvc.record import RecordDict
+from logsvc.wire.buffer import ReceiveBuffer
+
+__all__ = ["NEED_DATA", "Decoder", "Format", "Framer", "NeedData"]
+
+
+class NeedData(enum.Enum):
+    """Sentinel type: ``next_record`` needs more bytes (or has seen a clean EOF)."""
+
+    NEED_DATA = "NEED_DATA"
+
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+NEED_DATA: Final = NeedData.NEED_DATA
+
+
+class Framer(Protocol):
+    def maybe_extract(self, buf: ReceiveBuffer) -> bytes | None: ...
+
+
+class Format(Protocol):
+    def parse(self, frame: bytes) -> RecordDict: ...
+
+
+class _State(enum.Enum):
+    OPEN = "open"
+    CLOSED = "closed"  # EOF seen; buffered bytes may still hold whole frames
+    ERROR = "error"
+
+
+class Decoder:
+    """Turns the bytes of one connection into records.
+
+    Attributes:
+        framer: cuts the stream into frames (e.g. ``LengthPrefixFramer``).
+        format: turns one frame into a ``RecordDict`` (e.g. ``PickleFormat``).
+    """
+
+    __slots__ = ("_buf", "_error", "_state", "format", "framer")
+
+    def __init__(self, framer: Framer, format: Format) -> None:
+        self.framer = framer
+        self.format = format
+        self._buf = ReceiveBuffer()
+        self._state = _State.OPEN
+        self._error: ProtocolError | None = None
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes held waiting for a complete frame (for the server's memory accounting)."""
+        return len(self._buf)
+
+    @property
+    def placeholders(self) -> int:
+        """Running count of unpicklable objects the format replaced by a placeholder string."""
+        return int(getattr(self.format, "placeholders", 0))
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Store received bytes; ``b""`` (any empty buffer) means the peer closed its side.
+
+        Nothing is parsed here. Bytes fed in the ERROR state are dropped.
+
+        Raises:
+            RuntimeError: if called after EOF was fed: that is a bug in the caller, not
+                something the peer can cause.
+        """
+        if self._state is _State.CLOSED:
+            raise RuntimeError("Decoder.feed() called after EOF.")
+        if self._state is _State.ERROR:
+            return
+        if len(data) == 0:
+            self._state = _State.CLOSED
+        else:
+            self._buf.feed(data)
+
+    def next_record(self) -> RecordDict | NeedData:
+        """Parse and return the next record, or ``NEED_DATA``.
+
+        Returns:
+            A ``RecordDict``, or ``NEED_DATA`` if no complete frame is buffered. After a clean
+            EOF (no partial frame left) it returns ``NEED_DATA`` forever; the caller knows it
+            fed EOF.
+
+        Raises:
+            ProtocolError: on any bad input (``reason`` says which), including ``truncated``
+                for a partial frame at EOF. The decoder then stays in the ERROR state and
+                raises again on every call.
+        """
+        if self._state is _State.ERROR:
+            assert self._error is not None
+            raise ProtocolError(f"Decoder is in the error state: {self._error}", reason=self._error.reason)
+        try:
+            frame = self.framer.maybe_extract(self._buf)
+            if frame is None:
+                if self._state is _State.CLOSED and self._buf:
+                    raise ProtocolError(
+                        f"Connection closed with {len(self._buf)} bytes of an incomplete frame.",
+                        reason="truncated",
+                    )
+                return NEED_DATA
+            return self.format.parse(frame)
+        except ProtocolError as exc:
+            self._fail(exc)
+            raise
+        except Exception as exc:
+            # Framers and formats promise ProtocolError only; if one breaks that promise the
+            # peer still must not be able to raise anything else through us.
+            err = ProtocolError(f"Internal decoder error: {exc!r}", reason="malformed")
+            self._fail(err)
+            raise err from exc
+
+    def _fail(self, exc: ProtocolError) -> None:
+        self._state = _State.ERROR
+        self._error = exc
+        self._buf = ReceiveBuffer()  # release the memory; nothing more will be parsed
