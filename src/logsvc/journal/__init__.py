@@ -1,0 +1,51 @@
+"""The local journal: every record is appended here before it is shipped to PostgreSQL.
+
+``format`` is the pure block format (encode, check, scan); ``segment`` owns the files
+(rotation, fsync policy, recovery, reads for shipping, release of shipped segments).
+"""
+
+from __future__ import annotations
+
+from logsvc.journal.format import (
+    HEADER_SIZE,
+    MAGIC,
+    MAX_BLOCK_PAYLOAD,
+    BadRange,
+    BlockInfo,
+    ScanResult,
+    check_block,
+    decode_block,
+    drop_rows,
+    encode_block,
+    encode_header,
+    scan,
+)
+from logsvc.journal.segment import (
+    FSYNC_POLICIES,
+    Block,
+    CorruptRange,
+    Journal,
+    RecoveryReport,
+    segment_name,
+)
+
+__all__ = [
+    "FSYNC_POLICIES",
+    "HEADER_SIZE",
+    "MAGIC",
+    "MAX_BLOCK_PAYLOAD",
+    "BadRange",
+    "Block",
+    "BlockInfo",
+    "CorruptRange",
+    "Journal",
+    "RecoveryReport",
+    "ScanResult",
+    "check_block",
+    "decode_block",
+    "drop_rows",
+    "encode_block",
+    "encode_header",
+    "scan",
+    "segment_name",
+]

@@ -1,0 +1,588 @@
+"""The journal on disk: segment files, rotation, fsync policy, recovery, reads for shipping.
+
+Every decoded batch of records is appended here before it is shipped to PostgreSQL; this is
+the durability point and the replay source. The bytes of a block are defined in ``format.py``;
+this module owns files and nothing else. It is single-threaded and starts nothing in the
+background: the server calls ``sync()`` from its own timer.
+
+Theory of operation
+===================
+
+::
+
+    DIR/
+      journal.id                   uuid4 hex, written once (tmp + rename + fsync), never changed
+      00000000000000000001.seg     blocks for seqs 1 ..
+      00000000000000004097.seg     blocks for seqs 4097 .. (name = first seq it holds)
+      00000000000000009000.seg     the active segment: the only one appended to
+
+* A segment is named after the first seq it holds, zero-padded to 20 digits (a u64 fits), so
+  names sort in seq order. A segment is created when it is needed, *empty*, and its name alone
+  then records ``next_seq``: after every older segment is released and the process restarts,
+  the numbering still continues where it was (vector ``disk_v2`` keeps that in its ledger; we
+  keep it in a file name, which a rename-free ``O_CREAT`` + directory fsync makes durable).
+* Appends go to the last segment through one ``O_APPEND`` fd, one ``writev(header, payload)``
+  per block. Before a block would push the segment past ``segment_bytes`` we rotate: fdatasync
+  the old segment if it has unsynced data (or the interval timer, which only syncs the active
+  segment, would never get to it), create the next one, fsync the directory.
+* fsync policy, like Redis ``appendfsync`` and PostgreSQL's WAL writer: ``"always"``
+  fdatasyncs after every append; ``"interval"`` leaves it to ``sync()``, which the server calls
+  every second (a machine crash loses at most the last second; a process crash loses nothing:
+  the data is in the page cache); ``"never"`` leaves it to the kernel.
+* Recovery (``open``): every segment is scanned and every CRC checked. A torn tail of the LAST
+  segment (an unfinished write) is truncated away. Damage elsewhere is reported and skipped, not
+  truncated, since intact blocks may follow it; the records lost there are the gap in seqs.
+  A corrupt (not torn) tail of the last segment is also left in place, and ``next_seq`` moves
+  past the records its header claims if that header is plausible, so a seq that may already
+  have been shipped is never handed out twice. What was found is returned as a
+  ``RecoveryReport``; open only raises when it cannot proceed (directory in use, bad id).
+* An in-memory index per segment (``array`` columns: first_seq, count, offset, payload_len;
+  24 bytes a block) lets ``read`` find the block holding any seq by bisection and ``pread``
+  it; the CRC is checked again on every read, so corruption after the fact raises
+  ``JournalCorrupt`` instead of shipping garbage.
+* ``release(shipped_seq)`` deletes whole segments, oldest first, whose every record is shipped,
+  never the active one. A deletion lost in a crash just brings back records already shipped,
+  which the shipper skips, so no directory fsync is needed there.
+* The directory is ``flock``-ed while open: two processes appending to one journal would
+  interleave seqs.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import re
+import uuid
+from array import array
+from bisect import bisect_right
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import NamedTuple
+
+from logsvc.errors import JournalCorrupt, LogsvcError
+from logsvc.journal.format import HEADER_SIZE, check_block, drop_rows, encode_header, scan
+
+FSYNC_POLICIES = ("always", "interval", "never")
+
+SEGMENT_SUFFIX = ".seg"
+_NAME_DIGITS = 20  # 2**64 - 1 has 20 digits
+_SEGMENT_NAME = re.compile(r"^(\d{20})\.seg$")
+ID_FILE = "journal.id"
+
+DEFAULT_SEGMENT_BYTES = 64 << 20  # a segment is the unit of release; 64 MiB like MAX_BLOCK_PAYLOAD
+DEFAULT_MAX_BYTES = 1 << 30  # backpressure threshold the server applies through ``full``
+
+# os.fdatasync is missing on macOS; fsync is the portable superset.
+_fdatasync = getattr(os, "fdatasync", os.fsync)
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """Records read back for shipping: ``count`` COPY rows for seqs ``first_seq ..``."""
+
+    first_seq: int
+    count: int
+    payload: bytes
+
+    @property
+    def next_seq(self) -> int:
+        return self.first_seq + self.count
+
+
+class CorruptRange(NamedTuple):
+    """Damaged bytes ``[start, end)`` of one segment file, found and skipped at recovery."""
+
+    path: Path
+    start: int
+    end: int
+    records_lost: int
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryReport:
+    """What ``Journal.open`` found. The server logs it and counts ``records_lost``."""
+
+    journal_id: str
+    segments: int
+    blocks: int
+    records: int
+    torn_tail_bytes_truncated: int
+    corrupt: tuple[CorruptRange, ...]
+    inconsistencies: tuple[str, ...]  # segment names that disagree with contents, stray files
+    next_seq: int
+
+    @property
+    def records_lost(self) -> int:
+        return sum(r.records_lost for r in self.corrupt)
+
+
+class _Segment:
+    __slots__ = ("base_seq", "counts", "fd", "lens", "offsets", "path", "seqs", "size")
+
+    def __init__(self, path: Path, base_seq: int, size: int) -> None:
+        self.path = path
+        self.base_seq = base_seq  # from the name
+        self.size = size
+        self.fd: int | None = None
+        # The block index, one column per field (a list of tuples costs ~5x the memory).
+        self.seqs: array[int] = array("Q")
+        self.counts: array[int] = array("I")
+        self.offsets: array[int] = array("Q")
+        self.lens: array[int] = array("I")
+
+    @property
+    def next_seq(self) -> int:
+        """Seq after the last block here, or the name's seq if there is no block."""
+        if self.seqs:
+            return int(self.seqs[-1] + self.counts[-1])
+        return self.base_seq
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def segment_name(first_seq: int) -> str:
+    """File name of the segment whose first seq is ``first_seq``."""
+    return f"{first_seq:0{_NAME_DIGITS}d}{SEGMENT_SUFFIX}"
+
+
+class Journal:
+    """An append-only, segmented, checksummed journal of record batches. See the module docstring.
+
+    Args:
+        directory: where the segments live; created if missing.
+        segment_bytes: rotate before a segment would grow past this (one bigger block gets a
+            segment of its own).
+        fsync: ``"always"``, ``"interval"`` or ``"never"``.
+        max_bytes: ``full`` is true once all segments together reach this.
+
+    Raises:
+        ValueError: an argument is out of range or ``fsync`` is not a known policy.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        fsync: str = "interval",
+        max_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> None:
+        if fsync not in FSYNC_POLICIES:
+            raise ValueError(f"fsync must be one of {', '.join(FSYNC_POLICIES)}, not {fsync!r}")
+        if segment_bytes < 1 or max_bytes < 1:
+            raise ValueError("segment_bytes and max_bytes must be positive")
+        self.directory = Path(directory)
+        self.segment_bytes = segment_bytes
+        self.fsync = fsync
+        self.max_bytes = max_bytes
+        self.journal_id = ""
+        self.next_seq = 0  # set by open()
+        self._segments: list[_Segment] = []
+        self._active: _Segment | None = None
+        self._dir_fd: int | None = None
+        self._size = 0
+        self._dirty = False
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def open(self) -> RecoveryReport:
+        """Create the directory if needed, lock it, recover every segment.
+
+        Returns:
+            A ``RecoveryReport``; damage found is reported there, not raised.
+
+        Raises:
+            LogsvcError: reason ``"journal_locked"`` if another process has the journal open.
+            JournalCorrupt: reason ``"journal_id"`` if ``journal.id`` is unreadable, or missing
+                while segments exist (a fresh id would make PostgreSQL re-ship everything).
+            OSError: the directory or a file could not be read or written.
+        """
+        if self._dir_fd is not None:
+            raise RuntimeError("journal is already open")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        dir_fd = os.open(self.directory, os.O_RDONLY | _O_CLOEXEC)
+        try:
+            fcntl.flock(dir_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(dir_fd)
+            raise LogsvcError(
+                f"journal {self.directory} is in use by another process", reason="journal_locked"
+            ) from None
+        self._dir_fd = dir_fd
+        try:
+            return self._recover()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Sync (unless ``fsync="never"``), close every fd and unlock. Safe to call twice."""
+        try:
+            if self._active is not None and self._active.fd is not None and self.fsync != "never":
+                self.sync()
+        finally:
+            for seg in self._segments:
+                seg.close()
+            self._segments = []
+            self._active = None
+            self._size = 0
+            self._dirty = False
+            if self._dir_fd is not None:
+                os.close(self._dir_fd)  # also drops the flock
+                self._dir_fd = None
+
+    def __enter__(self) -> Journal:
+        self.open()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # --- writing -----------------------------------------------------------------------------
+
+    def append(self, payload: bytes, count: int) -> int:
+        """Append one block of ``count`` records; they get seqs ``next_seq ..``.
+
+        Args:
+            payload: ``count`` COPY text rows, each ending in b"\\n".
+            count: number of rows.
+
+        Returns:
+            The first seq of the block.
+
+        Raises:
+            ValueError: the payload is empty, too big, or not ``count`` rows.
+            OSError: the write failed; the segment is cut back so no partial block remains.
+        """
+        seg = self._active
+        if seg is None:
+            raise RuntimeError("journal is not open")
+        first = self.next_seq
+        header = encode_header(first, count, payload)
+        total = HEADER_SIZE + len(payload)
+        if seg.size and seg.size + total > self.segment_bytes:
+            seg = self._rotate(first)
+        fd = seg.fd
+        assert fd is not None
+        offset = seg.size
+        try:
+            written = os.writev(fd, (header, payload))
+            if written < total:
+                # Short write (a signal, a quota): finish it, or the next block would land
+                # after half of this one.
+                rest = memoryview(header + payload)[written:]
+                while rest:
+                    n = os.write(fd, rest)
+                    if n <= 0:
+                        raise OSError(errno.ENOSPC, "short write to journal segment", str(seg.path))
+                    rest = rest[n:]
+        except BaseException:
+            try:
+                os.ftruncate(fd, offset)
+            except OSError:
+                pass  # the original error is the one to report; recovery handles the tail
+            raise
+        seg.seqs.append(first)
+        seg.counts.append(count)
+        seg.offsets.append(offset)
+        seg.lens.append(len(payload))
+        seg.size += total
+        self._size += total
+        self.next_seq = first + count
+        if self.fsync == "always":
+            _fdatasync(fd)
+        else:
+            self._dirty = True
+        return first
+
+    def sync(self) -> None:
+        """fdatasync the active segment if anything was written since the last sync.
+
+        A no-op with ``fsync="never"`` (and, in effect, with ``"always"``).
+        """
+        if self._dirty and self.fsync != "never" and self._active is not None and self._active.fd is not None:
+            _fdatasync(self._active.fd)
+        self._dirty = False
+
+    def skip_to(self, seq: int) -> None:
+        """Make ``next_seq`` at least ``seq``, durably, by starting a new segment named ``seq``.
+
+        For the server: if PostgreSQL's shipped position for this ``journal_id`` is past
+        ``next_seq`` (the tail was lost in a machine crash after it had been shipped), call
+        ``skip_to(shipped_seq + 1)`` so no seq already shipped is handed out again. A no-op if
+        ``seq <= next_seq``.
+        """
+        if self._active is None:
+            raise RuntimeError("journal is not open")
+        if seq <= self.next_seq:
+            return
+        old = self._active
+        self._rotate(seq)
+        self.next_seq = seq
+        if not old.seqs:  # nothing in it: only its name mattered, and the new name supersedes it
+            self._remove(old)
+
+    # --- reading and releasing ---------------------------------------------------------------
+
+    def read(self, from_seq: int, max_records: int, max_bytes: int) -> list[Block]:
+        """Return consecutive blocks starting with the one holding ``from_seq``.
+
+        If ``from_seq`` is inside a block, that block is trimmed to start at ``from_seq``. Seqs
+        lost to corruption are simply absent (the next block after them is returned). Reading
+        stops before ``max_records`` records or ``max_bytes`` payload bytes would be exceeded,
+        but always returns at least one block if there is any at or after ``from_seq``.
+
+        Raises:
+            JournalCorrupt: a block no longer matches its checksum or the index (reason from
+                ``check_block``, or ``"sequence"``).
+            OSError: a segment could not be read.
+        """
+        if self._active is None:
+            raise RuntimeError("journal is not open")
+        out: list[Block] = []
+        records = 0
+        nbytes = 0
+        for seg in self._segments:
+            if not seg.seqs or seg.next_seq <= from_seq:
+                continue
+            seqs = seg.seqs
+            k = bisect_right(seqs, from_seq) - 1
+            if k < 0:
+                k = 0
+            elif seqs[k] + seg.counts[k] <= from_seq:
+                k += 1
+            for i in range(k, len(seqs)):
+                first = int(seqs[i])
+                count = int(seg.counts[i])
+                plen = int(seg.lens[i])
+                if out and (records + count > max_records or nbytes + plen > max_bytes):
+                    return out
+                payload = self._read_payload(seg, i)
+                if first < from_seq:
+                    skip = from_seq - first
+                    payload = drop_rows(payload, skip)
+                    first, count = from_seq, count - skip
+                out.append(Block(first, count, payload))
+                records += count
+                nbytes += len(payload)
+        return out
+
+    def release(self, shipped_seq: int) -> int:
+        """Delete segments, oldest first, whose every record has seq <= ``shipped_seq``.
+
+        The active segment is never deleted.
+
+        Returns:
+            The number of segment files deleted.
+        """
+        removed = 0
+        while len(self._segments) > 1:
+            seg = self._segments[0]
+            if seg.seqs and seg.next_seq - 1 > shipped_seq:
+                break
+            self._remove(seg)
+            removed += 1
+        return removed
+
+    @property
+    def first_seq(self) -> int:
+        """The oldest seq the journal still holds (``next_seq`` when it holds none)."""
+        for seg in self._segments:
+            if seg.seqs:
+                return int(seg.seqs[0])
+        return self.next_seq
+
+    @property
+    def size_bytes(self) -> int:
+        """Total bytes of all segment files."""
+        return self._size
+
+    @property
+    def full(self) -> bool:
+        """True once ``size_bytes`` reaches ``max_bytes``: the server should stop reading clients."""
+        return self._size >= self.max_bytes
+
+    def unshipped_bytes(self, shipped_seq: int) -> int:
+        """Bytes of the segments holding any record with seq > ``shipped_seq``."""
+        return sum(seg.size for seg in self._segments if seg.seqs and seg.next_seq - 1 > shipped_seq)
+
+    @property
+    def segment_paths(self) -> list[Path]:
+        """The segment files, oldest first; the last one is active."""
+        return [seg.path for seg in self._segments]
+
+    # --- private -----------------------------------------------------------------------------
+
+    def _recover(self) -> RecoveryReport:
+        inconsistencies: list[str] = []
+        named: list[tuple[int, Path]] = []
+        for entry in os.scandir(self.directory):
+            if not entry.name.endswith(SEGMENT_SUFFIX):
+                continue
+            m = _SEGMENT_NAME.match(entry.name)
+            base = int(m.group(1)) if m else 0
+            if base < 1:
+                inconsistencies.append(f"{entry.name}: not a segment name, ignored")
+                continue
+            named.append((base, self.directory / entry.name))
+        named.sort()
+        self.journal_id = self._load_id(have_segments=bool(named))
+
+        corrupt: list[CorruptRange] = []
+        torn_truncated = 0
+        blocks = 0
+        records = 0
+        prev_end = 1
+        next_seq = 1
+        for i, (base, path) in enumerate(named):
+            last = i == len(named) - 1
+            data = path.read_bytes()
+            if base < prev_end:
+                inconsistencies.append(
+                    f"{path.name}: named for seq {base} but the previous segment ends at seq {prev_end}"
+                )
+            expected = max(prev_end, base)
+            res = scan(data, 0, expected)
+            if res.blocks and res.blocks[0].offset == 0 and res.blocks[0].first_seq != base:
+                inconsistencies.append(
+                    f"{path.name}: named for seq {base} but its first block is seq {res.blocks[0].first_seq}"
+                )
+            if res.bad and res.bad[0].start == 0 and res.bad[0].reason == "sequence":
+                inconsistencies.append(
+                    f"{path.name}: its first block is below seq {expected} (its name or the previous "
+                    "segment's end); skipped"
+                )
+            after = res.next_seq if res.next_seq is not None else expected
+            next_base = named[i + 1][0] if not last else None
+            for r in res.bad:
+                lost = r.records_lost
+                if r.start >= res.end and next_base is not None:
+                    lost = max(0, next_base - after)  # a trailing range: the next name knows
+                elif r.start >= res.end:
+                    after += lost  # never hand out again a seq that may have been shipped
+                corrupt.append(CorruptRange(path, r.start, r.end, lost))
+            size = len(data)
+            if res.torn_tail_bytes:
+                cut = size - res.torn_tail_bytes
+                if last:
+                    os.truncate(path, cut)
+                    torn_truncated += res.torn_tail_bytes
+                    size = cut
+                else:  # an old segment is never appended to again: leave it, report it
+                    lost = max(0, next_base - after) if next_base is not None else 0
+                    corrupt.append(CorruptRange(path, cut, size, lost))
+            seg = _Segment(path, base, size)
+            for b in res.blocks:
+                seg.seqs.append(b.first_seq)
+                seg.counts.append(b.count)
+                seg.offsets.append(b.offset)
+                seg.lens.append(b.payload_len)
+            blocks += len(res.blocks)
+            records += res.records
+            self._segments.append(seg)
+            self._size += size
+            prev_end = after
+            next_seq = after
+
+        if self._segments:
+            active = self._segments[-1]
+            active.fd = os.open(active.path, os.O_RDWR | os.O_APPEND | _O_CLOEXEC)
+            if torn_truncated and self.fsync != "never":
+                _fdatasync(active.fd)
+            self._active = active
+            self.next_seq = max(next_seq, active.base_seq)
+        else:
+            self.next_seq = 1
+            self._rotate(1)
+        return RecoveryReport(
+            journal_id=self.journal_id,
+            segments=len(self._segments),
+            blocks=blocks,
+            records=records,
+            torn_tail_bytes_truncated=torn_truncated,
+            corrupt=tuple(corrupt),
+            inconsistencies=tuple(inconsistencies),
+            next_seq=self.next_seq,
+        )
+
+    def _load_id(self, *, have_segments: bool) -> str:
+        path = self.directory / ID_FILE
+        try:
+            text = path.read_text(encoding="ascii").strip()
+        except FileNotFoundError:
+            if have_segments:
+                raise JournalCorrupt(
+                    f"{path} is missing but segments exist; restore it, or move the segments away "
+                    "to start a new journal (a new id makes PostgreSQL treat every record as new)",
+                    reason="journal_id",
+                ) from None
+            new = uuid.uuid4().hex
+            tmp = path.with_name(ID_FILE + ".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _O_CLOEXEC, 0o644)
+            try:
+                os.write(fd, (new + "\n").encode("ascii"))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+            self._sync_dir()
+            return new
+        except (UnicodeDecodeError, OSError) as e:
+            raise JournalCorrupt(f"cannot read {path}: {e}", reason="journal_id") from e
+        if len(text) != 32 or any(c not in "0123456789abcdef" for c in text):
+            raise JournalCorrupt(f"{path} does not hold a uuid4 hex: {text[:40]!r}", reason="journal_id")
+        return text
+
+    def _rotate(self, base_seq: int) -> _Segment:
+        # Start a new, empty active segment named base_seq; the old one stays open for reads.
+        old = self._active
+        if old is not None and old.fd is not None and self._dirty and self.fsync != "never":
+            _fdatasync(old.fd)
+        self._dirty = False
+        path = self.directory / segment_name(base_seq)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND | _O_CLOEXEC, 0o644)
+        seg = _Segment(path, base_seq, 0)
+        seg.fd = fd
+        self._segments.append(seg)
+        self._active = seg
+        if self.fsync != "never":
+            self._sync_dir()  # the name is what carries next_seq across a restart
+        return seg
+
+    def _remove(self, seg: _Segment) -> None:
+        seg.close()
+        os.unlink(seg.path)
+        self._segments.remove(seg)
+        self._size -= seg.size
+
+    def _sync_dir(self) -> None:
+        if self._dir_fd is not None:
+            os.fsync(self._dir_fd)
+
+    def _read_payload(self, seg: _Segment, i: int) -> bytes:
+        if seg.fd is None:
+            seg.fd = os.open(seg.path, os.O_RDONLY | _O_CLOEXEC)
+        offset = int(seg.offsets[i])
+        plen = int(seg.lens[i])
+        # Two preads so the payload comes back as its own bytes object, never sliced off a copy.
+        header = os.pread(seg.fd, HEADER_SIZE, offset)
+        payload = os.pread(seg.fd, plen, offset + HEADER_SIZE)
+        try:
+            first, count = check_block(header, payload)
+        except JournalCorrupt as e:
+            raise JournalCorrupt(f"{seg.path} at offset {offset}: {e}", reason=e.reason) from e
+        if first != seg.seqs[i] or count != seg.counts[i]:
+            raise JournalCorrupt(
+                f"{seg.path} at offset {offset}: block is seqs {first}+{count}, "
+                f"index says {seg.seqs[i]}+{seg.counts[i]}",
+                reason="sequence",
+            )
+        return payload
