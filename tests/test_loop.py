@@ -1,0 +1,140 @@
+"""The reactor, with socketpairs and bounded waits (CPython test_selectors style)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from logsvc import loop as L
+
+
+def run_until(r: L.Reactor, cond: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not reached within {timeout:.1f} s")
+        r.run_once(max_timeout=0.05)
+
+
+@pytest.fixture
+def reactor() -> Iterator[L.Reactor]:
+    r = L.Reactor()
+    yield r
+    r.close()
+
+
+def test_timers_fire_in_deadline_order_and_cancelled_ones_never(reactor: L.Reactor) -> None:
+    fired: list[str] = []
+    reactor.call_later(0.03, lambda: fired.append("c"))
+    reactor.call_later(0.01, lambda: fired.append("a"))
+    t = reactor.call_later(0.02, lambda: fired.append("cancelled"))
+    reactor.call_later(0.01, lambda: fired.append("b"))  # same deadline order: insertion order
+    reactor.cancel(t)
+    run_until(reactor, lambda: len(fired) == 3)
+    assert fired == ["a", "b", "c"]
+
+
+def test_poll_timeout_comes_from_the_next_timer(reactor: L.Reactor) -> None:
+    fired: list[float] = []
+    start = time.monotonic()
+    reactor.call_later(0.2, lambda: fired.append(time.monotonic()))
+    reactor.run_once()  # blocks in poll until the timer is due, with nothing else to wake it
+    reactor.run_once(max_timeout=1.0)
+    assert fired and fired[0] - start >= 0.19
+
+
+def test_many_cancellations_compact_the_heap(reactor: L.Reactor) -> None:
+    timers = [reactor.call_later(100, lambda: None) for _ in range(2000)]
+    for t in timers[:1500]:
+        reactor.cancel(t)
+    reactor.run_once(max_timeout=0)
+    assert len(reactor._timers) == 500
+
+
+def test_edge_triggered_reader_that_drains_sees_all_data(reactor: L.Reactor) -> None:
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    got = bytearray()
+
+    def on_read(ev: int) -> None:
+        while True:
+            try:
+                chunk = a.recv(7)  # small reads: many per edge
+            except BlockingIOError:
+                return
+            if not chunk:
+                return
+            got.extend(chunk)
+
+    reactor.register(a.fileno(), L.EPOLLIN | L.EPOLLET, on_read)
+    b.sendall(b"x" * 1000)
+    run_until(reactor, lambda: len(got) == 1000)
+    b.sendall(b"y" * 10)
+    run_until(reactor, lambda: len(got) == 1010)
+    a.close()
+    b.close()
+
+
+def test_call_soon_from_a_callback_runs_next_turn_without_blocking(reactor: L.Reactor) -> None:
+    ran: list[int] = []
+
+    def first() -> None:
+        ran.append(1)
+        reactor.call_soon(lambda: ran.append(2))  # scheduled during the turn: poll must not block
+
+    reactor.call_soon(first)
+    start = time.monotonic()
+    reactor.run_once()  # would block forever if the ready queue did not force timeout 0
+    assert ran == [1]
+    reactor.run_once(max_timeout=0)
+    assert ran == [1, 2]
+    assert time.monotonic() - start < 1.0
+
+
+def test_a_failing_handler_does_not_stop_the_loop(
+    reactor: L.Reactor, caplog: pytest.LogCaptureFixture
+) -> None:
+    a, b = socket.socketpair()
+    c, d = socket.socketpair()
+    seen: list[str] = []
+
+    def bad(ev: int) -> None:
+        raise RuntimeError("boom")
+
+    def good(ev: int) -> None:
+        seen.append(c.recv(10).decode())
+
+    reactor.register(a.fileno(), L.EPOLLIN | L.EPOLLET, bad)
+    reactor.register(c.fileno(), L.EPOLLIN | L.EPOLLET, good)
+    b.send(b"1")
+    d.send(b"ok")
+    run_until(reactor, lambda: seen == ["ok"])
+    assert "boom" in caplog.text
+    for s in (a, b, c, d):
+        s.close()
+
+
+def test_signal_wakes_the_poll_and_runs_the_callback_in_the_loop(reactor: L.Reactor) -> None:
+    got: list[int] = []
+    reactor.add_signal_handler(signal.SIGUSR1, got.append)
+    reactor.call_later(0.05, lambda: os.kill(os.getpid(), signal.SIGUSR1))
+    run_until(reactor, lambda: got == [signal.SIGUSR1])
+
+
+def test_close_restores_the_previous_signal_handler() -> None:
+    r = L.Reactor()
+    before = signal.getsignal(signal.SIGUSR2)
+    r.add_signal_handler(signal.SIGUSR2, lambda s: None)
+    assert signal.getsignal(signal.SIGUSR2) != before
+    r.close()
+    assert signal.getsignal(signal.SIGUSR2) == before
+
+
+def test_stop_makes_run_return(reactor: L.Reactor) -> None:
+    reactor.call_later(0.01, reactor.stop)
+    reactor.run()  # returns, or the test times out
