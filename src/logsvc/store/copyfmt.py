@@ -1,0 +1,243 @@
+"""Records to PostgreSQL COPY text rows: the one place a record is encoded.
+
+The bytes this module produces are written to the journal unchanged and later sent to
+``COPY ... FROM STDIN`` unchanged, so each record is encoded exactly once (psycopg keeps its
+``Formatter`` apart from the ``Writer`` the same way).
+
+Row layout (COPY text format, tab-separated, ``\\N`` for NULL, one row per line)::
+
+    seq  created  received  levelno  levelname  logger  message  pathname  lineno  func
+    module  process  process_name  thread  thread_name  exc_text  stack_info  peer  extra
+
+``COLUMNS`` below is the authority; ``store.schema`` creates the table from it.
+
+What PostgreSQL text cannot hold is replaced, never a reason to lose a record: NUL
+characters and lone surrogates become U+FFFD and are counted in ``EncodeStats``. Standard
+fields of the wrong type (a sender may put anything in a pickle) are coerced: numbers that are
+not numbers become NULL, text that is not text becomes its ``str()``; a ``created`` that is
+not a usable time becomes the receive time and the original goes to ``extra._bad_created``.
+
+This module must not import socket, select, time or psycopg.
+"""
+
+# Copyright (c) logsvc developers
+
+from __future__ import annotations
+
+import datetime as _dt
+import decimal
+import math
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from logsvc.record import STANDARD_ATTRS, RecordDict
+
+COLUMNS: tuple[tuple[str, str], ...] = (
+    ("seq", "bigint NOT NULL"),
+    ("created", "timestamptz NOT NULL"),
+    ("received", "timestamptz NOT NULL"),
+    ("levelno", "integer"),
+    ("levelname", "text"),
+    ("logger", "text"),
+    ("message", "text"),
+    ("pathname", "text"),
+    ("lineno", "integer"),
+    ("func", "text"),
+    ("module", "text"),
+    ("process", "bigint"),
+    ("process_name", "text"),
+    ("thread", "bigint"),
+    ("thread_name", "text"),
+    ("exc_text", "text"),
+    ("stack_info", "text"),
+    ("peer", "text"),
+    ("extra", "jsonb"),
+)
+COLUMN_NAMES: tuple[str, ...] = tuple(name for name, _ in COLUMNS)
+_NCOLS = len(COLUMNS)
+
+_NULL = "\\N"
+_INT32 = 1 << 31
+_INT64 = 1 << 63
+# Years PostgreSQL timestamptz and Python datetime both hold: 1..9999.
+_MIN_EPOCH = -62135596800.0
+_MAX_EPOCH = 253402300799.0
+
+# Text COPY escaping (PostgreSQL docs, "COPY ... Text Format"): backslash, and the three
+# characters that would end a field or a row. NUL is not representable in text at all.
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\x00": "\ufffd"})
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_JSON_OPTS = orjson.OPT_NON_STR_KEYS
+
+
+@dataclass(slots=True)
+class EncodeStats:
+    """What the encoder had to repair, for the metrics."""
+
+    replaced_chars: int = 0  # NUL and lone surrogates replaced by U+FFFD
+    bad_fields: int = 0  # standard fields of the wrong type, coerced
+
+
+class RowEncoder:
+    """Encode record dicts into COPY text rows.
+
+    One instance per server; it caches the formatted second of the last timestamp, because
+    records arrive nearly in time order and formatting a datetime is the slow part.
+    """
+
+    def __init__(self) -> None:
+        self.stats = EncodeStats()
+        self._sec = -1
+        self._sec_prefix = ""
+        self._standard = STANDARD_ATTRS
+
+    def timestamp(self, epoch: float) -> str:
+        """Format seconds since the epoch as a UTC timestamptz literal with microseconds."""
+        sec = math.floor(epoch)
+        usec = round((epoch - sec) * 1e6)
+        if usec >= 1_000_000:
+            sec += 1
+            usec -= 1_000_000
+        if sec != self._sec:
+            self._sec = sec
+            t = _dt.datetime.fromtimestamp(sec, _dt.UTC)
+            self._sec_prefix = t.strftime("%Y-%m-%d %H:%M:%S") if t.year >= 1000 else t.isoformat(" ")[:19]
+        return f"{self._sec_prefix}.{usec:06d}+00"
+
+    def encode(self, rec: RecordDict, seq: int, peer: str, received: float, received_ts: str) -> bytes:
+        """Return one COPY text row (ending in ``\\n``) for ``rec``.
+
+        Args:
+            rec: a decoded record dict (``logsvc.record``).
+            seq: the journal sequence number this record will have.
+            peer: where it came from, for the ``peer`` column.
+            received: receive time, seconds since the epoch.
+            received_ts: ``self.timestamp(received)``, formatted once per batch by the caller.
+        """
+        g = rec.get
+        bad_created = None
+        created = g("created")
+        if type(created) is float and _MIN_EPOCH < created < _MAX_EPOCH:
+            created_ts = self.timestamp(created)
+        elif type(created) is int and _MIN_EPOCH < created < _MAX_EPOCH:
+            created_ts = self.timestamp(float(created))
+        else:
+            bad_created = created
+            created_ts = received_ts
+            self.stats.bad_fields += 1
+
+        fields = [
+            str(seq),
+            created_ts,
+            received_ts,
+            self._int(g("levelno"), _INT32),
+            self._text(g("levelname")),
+            self._text(g("name")),
+            self._text(g("msg")),
+            self._text(g("pathname")),
+            self._int(g("lineno"), _INT32),
+            self._text(g("funcName")),
+            self._text(g("module")),
+            self._int(g("process"), _INT64),
+            self._text(g("processName")),
+            self._int(g("thread"), _INT64),
+            self._text(g("threadName")),
+            self._text(g("exc_text")),
+            self._text(g("stack_info")),
+            peer,
+        ]
+        line = "\t".join(fields)
+        # Fast path: nothing to escape. A row has exactly _NCOLS - 2 tabs before extra is added.
+        if "\\" in line or "\n" in line or "\r" in line or "\x00" in line or line.count("\t") != _NCOLS - 2:
+            line = "\t".join(f if f is _NULL else self._escape(f) for f in fields)
+        try:
+            head = line.encode()
+        except UnicodeEncodeError:
+            self.stats.replaced_chars += len(_SURROGATE.findall(line))
+            head = _SURROGATE.sub("\ufffd", line).encode()
+
+        extra_keys = rec.keys() - self._standard
+        if bad_created is not None:
+            extra_keys.add("_bad_created")
+            rec = dict(rec, _bad_created=repr(bad_created)[:200])
+        if extra_keys:
+            extra = self._json({k: rec[k] for k in extra_keys})
+        else:
+            extra = b"\\N"
+        return b"%s\t%s\n" % (head, extra)
+
+    def _escape(self, s: str) -> str:
+        if "\x00" in s:
+            self.stats.replaced_chars += s.count("\x00")
+        return s.translate(_ESCAPES)
+
+    def _text(self, v: Any) -> str:
+        if type(v) is str:
+            return v
+        if v is None:
+            return _NULL
+        self.stats.bad_fields += 1
+        return str(v)
+
+    def _int(self, v: Any, bound: int) -> str:
+        if type(v) is int and -bound <= v < bound:
+            return str(v)
+        if v is None:
+            return _NULL
+        self.stats.bad_fields += 1
+        if type(v) is float and v.is_integer() and -bound <= v < bound:
+            return str(int(v))
+        return _NULL
+
+    def _json(self, extra: dict[str, Any]) -> bytes:
+        try:
+            js = orjson.dumps(extra, default=_json_default, option=_JSON_OPTS)
+        except (TypeError, orjson.JSONEncodeError):
+            # Lone surrogates, integers beyond 64 bits, nesting orjson refuses: make every
+            # value plain and try once more. Rare, so the slow path may be slow.
+            js = orjson.dumps(self._sanitize(extra, 0), default=_json_default, option=_JSON_OPTS)
+        if b"\\u0000" in js:
+            # jsonb cannot hold U+0000 even escaped ("unsupported Unicode escape sequence").
+            js = orjson.dumps(self._sanitize(extra, 0), default=_json_default, option=_JSON_OPTS)
+        # JSON escapes are backslashes, which COPY text would eat: double them. orjson never
+        # emits a raw tab, newline or carriage return (they are escaped inside strings).
+        return js.replace(b"\\", b"\\\\") if b"\\" in js else js
+
+    def _sanitize(self, v: Any, depth: int) -> Any:
+        if isinstance(v, str):
+            if "\x00" in v or _SURROGATE.search(v):
+                self.stats.replaced_chars += v.count("\x00") + len(_SURROGATE.findall(v))
+                return _SURROGATE.sub("\ufffd", v.replace("\x00", "\ufffd"))
+            return v
+        if depth > 32:
+            return f"<too deep: {type(v).__name__}>"
+        if isinstance(v, dict):
+            return {str(self._sanitize(k, depth + 1)): self._sanitize(x, depth + 1) for k, x in v.items()}
+        if isinstance(v, list | tuple):
+            return [self._sanitize(x, depth + 1) for x in v]
+        if isinstance(v, int) and not isinstance(v, bool) and not -_INT64 <= v < _INT64:
+            return str(v)
+        return v
+
+
+def _json_default(v: Any) -> Any:
+    # orjson handles datetime, date, time and UUID natively (RFC 3339 strings). The rest of
+    # the wire allow-list gets its natural JSON form here.
+    if isinstance(v, decimal.Decimal):
+        return str(v)  # a string keeps every digit; a JSON number would round
+    if isinstance(v, _dt.timedelta):
+        return v.total_seconds()
+    if isinstance(v, bytes | bytearray):
+        # Text where it is UTF-8, \xNN escapes where it is not; NUL spelled out for jsonb.
+        return bytes(v).decode("utf-8", "backslashreplace").replace("\x00", "\\x00")
+    if isinstance(v, tuple):
+        return list(v)
+    if isinstance(v, uuid.UUID):
+        return str(v)
+    if isinstance(v, set | frozenset):
+        return sorted(map(repr, v))
+    return f"<unserializable {type(v).__name__}>"

@@ -1,0 +1,207 @@
+"""PostgreSQL protocol steps as generators over ``psycopg.pq.PGconn``; no waiting in here.
+
+Each function is a generator that yields ``(fd, Wait)`` whenever libpq would block and is
+resumed with the readiness mask (``READY_R``/``READY_W`` bits) once the socket is ready, the
+way psycopg's own ``generators.py`` is written (we copy the pattern; those modules are
+internal to psycopg, so we do not import them). Whoever drives the generator owns the
+waiting: the server's reactor registers ``pgconn.socket`` ``EPOLLONESHOT``; tests may drive
+them with :func:`run_blocking`.
+
+Rule (psycopg ``_fetch``): check ``is_busy()`` and ``flush()`` *before* waiting. libpq may
+already hold a whole result in its own buffer, and no readiness edge will ever come for it.
+
+Errors: a broken connection raises :class:`StoreError` with reason ``"connection"``; a
+statement PostgreSQL refused raises it with reason ``"rejected"`` (the connection is still
+usable). Callers decide what each means.
+"""
+
+# Copyright (c) logsvc developers
+
+from __future__ import annotations
+
+import enum
+import select
+from collections.abc import Generator, Iterable
+from typing import TypeAlias, TypeVar
+
+from psycopg import pq
+
+from logsvc.errors import StoreError
+
+
+class Wait(enum.IntEnum):
+    R = 1
+    W = 2
+    RW = 3
+
+
+READY_R = 1
+READY_W = 2
+
+RV = TypeVar("RV")
+# A step yields (socket fd, what to wait for): the fd can change while connecting.
+PgGen: TypeAlias = Generator[tuple[int, Wait], int, RV]
+
+# Aliases for the hot path (psycopg generators.py L37-57 does the same).
+_OK = pq.ExecStatus.COMMAND_OK
+_TUPLES_OK = pq.ExecStatus.TUPLES_OK
+_EMPTY = pq.ExecStatus.EMPTY_QUERY
+_COPY_IN = pq.ExecStatus.COPY_IN
+_COPY_OUT = pq.ExecStatus.COPY_OUT
+_COPY_BOTH = pq.ExecStatus.COPY_BOTH
+_FATAL = pq.ExecStatus.FATAL_ERROR
+_CONN_OK = pq.ConnStatus.OK
+_POLL_OK = pq.PollingStatus.OK
+_POLL_READING = pq.PollingStatus.READING
+_POLL_WRITING = pq.PollingStatus.WRITING
+
+
+def _conn_error(pgconn: pq.abc.PGconn, what: str) -> StoreError:
+    msg = pgconn.get_error_message().strip() or "connection lost"
+    return StoreError(f"{what}: {msg}", reason="connection")
+
+
+def connect(conninfo: str) -> PgGen[pq.abc.PGconn]:
+    """Open a non-blocking connection (libpq ``PQconnectStart``/``PQconnectPoll``)."""
+    pgconn = pq.PGconn.connect_start(conninfo.encode())
+    try:
+        if pgconn.status == pq.ConnStatus.BAD:
+            raise _conn_error(pgconn, "cannot connect to PostgreSQL")
+        while True:
+            status = pgconn.connect_poll()
+            if status == _POLL_OK:
+                break
+            if status == _POLL_READING:
+                yield pgconn.socket, Wait.R
+            elif status == _POLL_WRITING:
+                yield pgconn.socket, Wait.W
+            else:
+                raise _conn_error(pgconn, "cannot connect to PostgreSQL")
+        pgconn.nonblocking = 1
+    except BaseException:
+        pgconn.finish()
+        raise
+    return pgconn
+
+
+def _flush(pgconn: pq.abc.PGconn) -> PgGen[None]:
+    # PQflush returns 1 while data is still queued; a read may be needed to make progress
+    # (the server may be waiting for us to read before it reads more), hence RW.
+    while True:
+        try:
+            if pgconn.flush() == 0:
+                return
+        except Exception:
+            raise _conn_error(pgconn, "lost the connection to PostgreSQL") from None
+        ready = yield pgconn.socket, Wait.RW
+        if ready & READY_R:
+            _consume(pgconn)
+
+
+def _consume(pgconn: pq.abc.PGconn) -> None:
+    try:
+        pgconn.consume_input()
+    except Exception:
+        raise _conn_error(pgconn, "lost the connection to PostgreSQL") from None
+
+
+def _fetch(pgconn: pq.abc.PGconn) -> PgGen[pq.abc.PGresult | None]:
+    """Return the next result, or None when the query is complete."""
+    while pgconn.is_busy():
+        yield pgconn.socket, Wait.R
+        _consume(pgconn)
+    return pgconn.get_result()
+
+
+def _results_until_copy_or_end(pgconn: pq.abc.PGconn) -> PgGen[list[pq.abc.PGresult]]:
+    results: list[pq.abc.PGresult] = []
+    while True:
+        res = yield from _fetch(pgconn)
+        if res is None:
+            if pgconn.status != _CONN_OK:
+                raise _conn_error(pgconn, "lost the connection to PostgreSQL")
+            return results
+        results.append(res)
+        if res.status in (_COPY_IN, _COPY_OUT, _COPY_BOTH):
+            return results
+
+
+def _check(pgconn: pq.abc.PGconn, results: Iterable[pq.abc.PGresult]) -> None:
+    for res in results:
+        if res.status == _FATAL:
+            msg = (res.error_message or b"").decode("utf-8", "replace").strip()
+            if pgconn.status != _CONN_OK:
+                raise StoreError(f"lost the connection to PostgreSQL: {msg}", reason="connection")
+            raise StoreError(msg or "PostgreSQL rejected the statement", reason="rejected")
+        if res.status not in (_OK, _TUPLES_OK, _EMPTY):
+            raise StoreError(f"unexpected result status {res.status!r}", reason="rejected")
+
+
+def execute(pgconn: pq.abc.PGconn, sql: str) -> PgGen[list[pq.abc.PGresult]]:
+    """Run one simple query (possibly several statements); return every result.
+
+    Raises StoreError if any statement failed. The query must not contain COPY.
+    """
+    pgconn.send_query(sql.encode())
+    yield from _flush(pgconn)
+    results = yield from _results_until_copy_or_end(pgconn)
+    if results and results[-1].status in (_COPY_IN, _COPY_OUT, _COPY_BOTH):
+        raise StoreError("execute() was given a COPY statement", reason="rejected")
+    _check(pgconn, results)
+    return results
+
+
+def copy_in(pgconn: pq.abc.PGconn, sql: str, chunks: Iterable[bytes]) -> PgGen[None]:
+    """Run ``sql`` whose last statement is ``COPY ... FROM STDIN``, sending ``chunks`` as data.
+
+    Statements before the COPY and the COPY itself form one implicit transaction (one simple
+    query message): if anything fails, none of it is committed. Returns once PostgreSQL has
+    committed. Precondition: no other query is in progress on ``pgconn``.
+    """
+    pgconn.send_query(sql.encode())
+    yield from _flush(pgconn)
+    results = yield from _results_until_copy_or_end(pgconn)
+    if not results or results[-1].status != _COPY_IN:
+        _check(pgconn, results)
+        raise StoreError("the batch statement did not start a COPY", reason="rejected")
+    _check(pgconn, results[:-1])
+    for chunk in chunks:
+        while pgconn.put_copy_data(chunk) == 0:  # libpq's buffer is full: wait to write
+            ready = yield pgconn.socket, Wait.W
+            if ready:
+                yield from _flush(pgconn)
+    while pgconn.put_copy_end() == 0:
+        yield pgconn.socket, Wait.W
+    yield from _flush(pgconn)
+    tail: list[pq.abc.PGresult] = []
+    while True:
+        res = yield from _fetch(pgconn)
+        if res is None:
+            break
+        tail.append(res)
+    if pgconn.status != _CONN_OK:
+        raise _conn_error(pgconn, "lost the connection to PostgreSQL")
+    _check(pgconn, tail)
+
+
+def run_blocking(gen: PgGen[RV], timeout: float = 30.0) -> RV:
+    """Drive a generator to completion with plain ``select.poll`` (for tools and tests).
+
+    The server never uses this; it drives generators from its reactor.
+    """
+    try:
+        fd, wait = next(gen)
+        while True:
+            poller = select.poll()
+            mask = (select.POLLIN if wait & Wait.R else 0) | (select.POLLOUT if wait & Wait.W else 0)
+            poller.register(fd, mask)
+            events = poller.poll(timeout * 1000)
+            if not events:
+                raise StoreError(f"PostgreSQL did not answer within {timeout:g} s", reason="timeout")
+            ev = events[0][1]
+            ready = (READY_R if ev & (select.POLLIN | select.POLLERR | select.POLLHUP) else 0) | (
+                READY_W if ev & (select.POLLOUT | select.POLLERR | select.POLLHUP) else 0
+            )
+            fd, wait = gen.send(ready)
+    except StopIteration as ex:
+        return ex.value  # type: ignore[no-any-return]

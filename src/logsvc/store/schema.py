@@ -1,0 +1,152 @@
+"""The PostgreSQL schema: created on start if missing, versioned, partitioned by day.
+
+Objects, all inside one schema (``--schema``, default ``logsvc``)::
+
+    meta(key, value)                   schema_version lives here
+    shipped(journal_id, seq, updated)  how far each journal has been committed
+    records(...)                       the logs: range-partitioned by day on ``created``
+      records_YYYYMMDD                 one partition per UTC day, created ahead of time
+      records_default                  catches any time outside the prepared days, so a
+                                       client with a wrong clock never costs a record
+    advance_shipped(journal, from, to) moves a journal's position; raises if it does not
+                                       stand at ``from`` (the exactly-once guard)
+    ensure_partition(day)              creates a day's partition, moving rows of that day
+                                       out of the default partition first if there are any
+
+The batch COPY and the ``advance_shipped`` call are one implicit transaction (one simple
+query string), so PostgreSQL holds a record if and only if it also holds the journal position
+past it. After any crash the service resumes from ``shipped.seq``: nothing lost, nothing
+twice. If two services ever shipped the same journal, ``advance_shipped`` makes the second
+batch fail instead of duplicating it.
+
+Indexes: a BRIN index on ``created`` (cheap to maintain, records arrive in time order).
+Others are the query work's to add, measured against ingest cost.
+"""
+
+# Copyright (c) logsvc developers
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+
+from logsvc.errors import ConfigError
+from logsvc.store.copyfmt import COLUMNS
+
+SCHEMA_VERSION = 1
+
+# How many UTC days of partitions exist ahead of today (and one behind, for clients whose
+# clocks lag). Checked at every connect and hourly.
+PARTITION_DAYS_AHEAD = 3
+
+_IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def check_identifier(name: str) -> str:
+    """Return ``name`` if it is a plain lower-case SQL identifier, else raise ConfigError."""
+    if not _IDENT.match(name):
+        raise ConfigError(
+            f"schema name {name!r} is not a plain identifier (lower-case letters, digits, "
+            "underscore, at most 63 characters, not starting with a digit)"
+        )
+    return name
+
+
+def create_sql(schema: str) -> str:
+    """SQL that brings an empty or current database to this schema version (idempotent).
+
+    It runs as one transaction under an advisory lock, so two services starting together do
+    not race each other.
+    """
+    s = check_identifier(schema)
+    cols = ",\n    ".join(f"{name} {decl}" for name, decl in COLUMNS)
+    return f"""
+BEGIN;
+SELECT pg_advisory_xact_lock(hashtext('logsvc.schema.' || '{s}'));
+CREATE SCHEMA IF NOT EXISTS {s};
+CREATE TABLE IF NOT EXISTS {s}.meta (key text PRIMARY KEY, value text NOT NULL);
+INSERT INTO {s}.meta VALUES ('schema_version', '{SCHEMA_VERSION}') ON CONFLICT (key) DO NOTHING;
+DO $$
+BEGIN
+    IF (SELECT value::int FROM {s}.meta WHERE key = 'schema_version') > {SCHEMA_VERSION} THEN
+        RAISE EXCEPTION 'logsvc schema "{s}" is version %, newer than this logsvc (version {SCHEMA_VERSION});
+ upgrade logsvc', (SELECT value FROM {s}.meta WHERE key = 'schema_version');
+    END IF;
+END $$;
+CREATE TABLE IF NOT EXISTS {s}.shipped (
+    journal_id text PRIMARY KEY,
+    seq bigint NOT NULL,
+    updated timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS {s}.records (
+    {cols}
+) PARTITION BY RANGE (created);
+CREATE TABLE IF NOT EXISTS {s}.records_default PARTITION OF {s}.records DEFAULT;
+CREATE INDEX IF NOT EXISTS records_created_brin ON {s}.records USING brin (created);
+CREATE OR REPLACE FUNCTION {s}.advance_shipped(p_journal text, p_from bigint, p_to bigint)
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE cur bigint;
+BEGIN
+    SELECT seq INTO cur FROM {s}.shipped WHERE journal_id = p_journal FOR UPDATE;
+    IF NOT FOUND THEN
+        cur := 0;
+        INSERT INTO {s}.shipped (journal_id, seq) VALUES (p_journal, p_to);
+    ELSE
+        UPDATE {s}.shipped SET seq = p_to, updated = now() WHERE journal_id = p_journal;
+    END IF;
+    IF cur <> p_from THEN
+        RAISE EXCEPTION 'journal % is shipped to %, not %: another logsvc ships this journal',
+            p_journal, cur, p_from USING ERRCODE = 'serialization_failure';
+    END IF;
+END $$;
+CREATE OR REPLACE FUNCTION {s}.ensure_partition(p_day date)
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    part text := 'records_' || to_char(p_day, 'YYYYMMDD');
+    lo timestamptz := p_day::timestamp AT TIME ZONE 'UTC';
+    hi timestamptz := (p_day + 1)::timestamp AT TIME ZONE 'UTC';
+BEGIN
+    IF to_regclass(format('%I.%I', '{s}', part)) IS NOT NULL THEN
+        RETURN;
+    END IF;
+    EXECUTE format('CREATE TABLE %I.%I (LIKE %I.records INCLUDING DEFAULTS)', '{s}', part, '{s}');
+    -- Rows of that day that reached the default partition (a client clock ahead of ours)
+    -- must move, or attaching the partition would fail.
+    EXECUTE format('WITH moved AS (DELETE FROM %I.records_default WHERE created >= $1 AND created < $2
+                    RETURNING *) INSERT INTO %I.%I SELECT * FROM moved', '{s}', '{s}', part)
+        USING lo, hi;
+    EXECUTE format('ALTER TABLE %I.records ATTACH PARTITION %I.%I FOR VALUES FROM (%L) TO (%L)',
+                   '{s}', '{s}', part, lo, hi);
+END $$;
+COMMIT;
+"""
+
+
+def partitions_sql(schema: str, today: _dt.date) -> str:
+    """SQL creating the partitions from yesterday to ``PARTITION_DAYS_AHEAD`` days ahead."""
+    s = check_identifier(schema)
+    days = [today + _dt.timedelta(days=d) for d in range(-1, PARTITION_DAYS_AHEAD + 1)]
+    calls = ", ".join(f"{s}.ensure_partition('{d.isoformat()}')" for d in days)
+    return f"BEGIN; SELECT pg_advisory_xact_lock(hashtext('logsvc.schema.{s}')); SELECT {calls}; COMMIT;"
+
+
+def shipped_sql(schema: str, journal_id: str) -> str:
+    s = check_identifier(schema)
+    return f"SELECT seq FROM {s}.shipped WHERE journal_id = '{_hex(journal_id)}'"
+
+
+def batch_sql(schema: str, journal_id: str, from_seq: int, to_seq: int) -> str:
+    """One simple query: move the position, then COPY. It commits as one transaction."""
+    s = check_identifier(schema)
+    cols = ", ".join(n for n, _ in COLUMNS)
+    return (
+        f"SELECT {s}.advance_shipped('{_hex(journal_id)}', {int(from_seq)}, {int(to_seq)}); "
+        f"COPY {s}.records ({cols}) FROM STDIN"
+    )
+
+
+def _hex(value: str) -> str:
+    # Journal ids are uuid4 hex; anything else is a bug, never quoted into SQL.
+    if not re.fullmatch(r"[0-9a-f]{1,64}", value):
+        raise ValueError(f"journal id {value!r} is not hex")
+    return value

@@ -1,0 +1,43 @@
+"""Fixtures shared by every test: a real PostgreSQL and a schema of the test's own.
+
+The database comes from ``--test-dsn``, default ``$LOGSVC_TEST_DSN`` (CI points it at the
+machine's PostgreSQL). When neither is set, one embedded PostgreSQL is started for the whole
+session in a temporary directory and deleted afterwards, so ``make test`` passes on a machine
+with no PostgreSQL at all. Each test gets a fresh schema and never sees another test's rows.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--test-dsn",
+        default=os.environ.get("LOGSVC_TEST_DSN"),
+        help="PostgreSQL to test against (default: $LOGSVC_TEST_DSN, else an embedded server)",
+    )
+
+
+@pytest.fixture(scope="session")
+def dsn(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    given: str | None = request.config.getoption("--test-dsn")
+    if given:
+        return given
+    from logsvc import embedded
+
+    return embedded.start(tmp_path_factory.mktemp("embedded-pg"), cleanup="delete")
+
+
+@pytest.fixture
+def schema(dsn: str) -> Iterator[str]:
+    """A schema name no other test uses; dropped afterwards."""
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    yield name
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
