@@ -1,0 +1,262 @@
+"""Settings of ``logsvc serve``: one table, read from flags, the environment and a TOML file.
+
+``Settings`` holds the typed defaults; ``OPTIONS`` says how each is parsed and explained.
+
+Precedence, highest first: command-line flag, environment variable ``LOGSVC_<NAME>``, the
+``[serve]`` table (or top level) of the TOML file given by ``--config`` / ``LOGSVC_CONFIG``,
+then the default. Every option is declared once in ``OPTIONS``; argparse, the environment and
+the file are all derived from it, so they cannot drift apart.
+"""
+
+# Copyright (c) logsvc developers
+
+from __future__ import annotations
+
+import argparse
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from logsvc.errors import ConfigError
+
+FSYNC_POLICIES = ("always", "interval", "never")
+
+
+def parse_size(text: str) -> int:
+    """``"64MiB"``, ``"1G"``, ``"4096"`` -> bytes."""
+    units = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    s = str(text).strip().lower().removesuffix("b").removesuffix("i")
+    num, unit = (s[:-1], s[-1]) if s and s[-1] in units else (s, "")
+    try:
+        value = int(float(num) * units[unit])
+    except ValueError:
+        raise ConfigError(f"{text!r} is not a size (examples: 4096, 64MiB, 1GiB)") from None
+    if value <= 0:
+        raise ConfigError(f"size {text!r} must be positive")
+    return value
+
+
+def parse_duration(text: str) -> float:
+    """``"200ms"``, ``"1s"``, ``"0.5"`` (seconds), ``"2m"`` -> seconds."""
+    s = str(text).strip().lower()
+    for suffix, mult in (("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0)):
+        if s.endswith(suffix):
+            s, factor = s[: -len(suffix)], mult
+            break
+    else:
+        factor = 1.0
+    try:
+        value = float(s) * factor
+    except ValueError:
+        raise ConfigError(f"{text!r} is not a duration (examples: 200ms, 1s, 2m)") from None
+    if value < 0:
+        raise ConfigError(f"duration {text!r} must not be negative")
+    return value
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``"127.0.0.1:5000"``, ``"[::1]:5000"``, ``":5000"`` (all interfaces) -> (host, port)."""
+    s = str(text).strip()
+    host, sep, port = s.rpartition(":")
+    if not sep:
+        raise ConfigError(f"listen address {text!r} must be HOST:PORT, for example 127.0.0.1:5000")
+    host = host.strip("[]")
+    try:
+        p = int(port)
+    except ValueError:
+        raise ConfigError(f"listen address {text!r}: port {port!r} is not a number") from None
+    if not 0 <= p <= 65535:
+        raise ConfigError(f"listen address {text!r}: port must be 0-65535")
+    return host or "0.0.0.0", p
+
+
+def parse_fsync(text: str) -> str:
+    if text not in FSYNC_POLICIES:
+        raise ConfigError(f"fsync policy {text!r} must be one of: {', '.join(FSYNC_POLICIES)}")
+    return text
+
+
+def parse_positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ConfigError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise ConfigError(f"{text!r} must be positive")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    name: str  # attribute and TOML key; flag is --name-with-dashes, env LOGSVC_NAME
+    parse: Callable[[str], Any]
+    help: str
+    metavar: str = ""
+    repeatable: bool = False
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option(
+        "listen",
+        parse_listen,
+        "address to accept SocketHandler connections on; "
+        "repeatable; all interfaces must be asked for explicitly (0.0.0.0:5000)",
+        "HOST:PORT",
+        True,
+    ),
+    Option(
+        "dsn",
+        str,
+        "PostgreSQL connection string; default: an embedded PostgreSQL under DATA_DIR/pg, started if needed",
+        "DSN",
+    ),
+    Option("data_dir", Path, "where the journal (and the embedded PostgreSQL) live", "PATH"),
+    Option("schema", str, "PostgreSQL schema holding the tables", "NAME"),
+    Option("batch_max_records", parse_positive_int, "ship a batch once this many records wait", "N"),
+    Option("batch_max_bytes", parse_size, "... or once this many bytes wait", "SIZE"),
+    Option("batch_max_age", parse_duration, "... or once the oldest has waited this long", "DURATION"),
+    Option("journal_segment_bytes", parse_size, "size of one journal segment file", "SIZE"),
+    Option(
+        "journal_max_bytes",
+        parse_size,
+        "journal size past which the service stops "
+        "reading from clients (TCP backpressure) until PostgreSQL catches up",
+        "SIZE",
+    ),
+    Option(
+        "fsync",
+        parse_fsync,
+        "journal fsync policy: always (every block), interval "
+        "(every FSYNC_INTERVAL), never (leave it to the OS)",
+        "POLICY",
+    ),
+    Option(
+        "fsync_interval", parse_duration, "how often the journal is synced with fsync=interval", "DURATION"
+    ),
+    Option(
+        "max_frame_bytes",
+        parse_size,
+        "largest accepted record frame; a larger length header closes that connection",
+        "SIZE",
+    ),
+    Option(
+        "shutdown_timeout",
+        parse_duration,
+        "on SIGTERM/SIGINT, how long to keep shipping to "
+        "PostgreSQL before exiting (what is left stays in the journal)",
+        "DURATION",
+    ),
+    Option("stats_interval", parse_duration, "how often a line of counts is logged (0: never)", "DURATION"),
+    Option("log_level", str, "debug, info, warning or error", "LEVEL"),
+)
+
+
+@dataclass(slots=True)
+class Settings:
+    listen: list[tuple[str, int]] = field(default_factory=lambda: [("127.0.0.1", 5000)])
+    dsn: str | None = None
+    data_dir: Path = Path("logsvc-data")
+    schema: str = "logsvc"
+    batch_max_records: int = 20_000
+    batch_max_bytes: int = 16 << 20
+    batch_max_age: float = 0.2
+    journal_segment_bytes: int = 64 << 20
+    journal_max_bytes: int = 1 << 30
+    fsync: str = "interval"
+    fsync_interval: float = 1.0
+    max_frame_bytes: int = 1 << 20
+    shutdown_timeout: float = 10.0
+    stats_interval: float = 60.0
+    log_level: str = "info"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add every option as a flag whose default is None, so unset flags can fall through."""
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="TOML file with these settings (env LOGSVC_CONFIG); flags and LOGSVC_* variables override it",
+    )
+    defaults = Settings()
+    for opt in OPTIONS:
+        flag = "--" + opt.name.replace("_", "-")
+        env = "LOGSVC_" + opt.name.upper()
+        default = _show(getattr(defaults, opt.name))
+        parser.add_argument(
+            flag,
+            dest=opt.name,
+            action="append" if opt.repeatable else "store",
+            default=None,
+            metavar=opt.metavar or None,
+            help=f"{opt.help} (env {env}; default: {default})",
+        )
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, list):
+        return ", ".join(_show(v) for v in value)
+    if isinstance(value, tuple):
+        host, port = value
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return str(value)
+
+
+def resolve(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Settings:
+    """Merge flags, environment, config file and defaults into Settings (raises ConfigError)."""
+    env = os.environ if environ is None else environ
+    file_values: dict[str, Any] = {}
+    config_path = getattr(args, "config", None) or env.get("LOGSVC_CONFIG")
+    if config_path:
+        file_values = _read_toml(Path(config_path))
+    settings = Settings()
+    for opt in OPTIONS:
+        raw: Any = getattr(args, opt.name, None)
+        source = "flag"
+        if raw is None and "LOGSVC_" + opt.name.upper() in env:
+            raw = env["LOGSVC_" + opt.name.upper()]
+            source = "env"
+            if opt.repeatable:
+                raw = [x for x in raw.split(",") if x.strip()]
+        if raw is None and opt.name in file_values:
+            raw = file_values.pop(opt.name)
+            source = "config"
+            if opt.repeatable and not isinstance(raw, list):
+                raw = [raw]
+        if raw is None:
+            continue
+        try:
+            value = [opt.parse(str(x)) for x in raw] if opt.repeatable else opt.parse(str(raw))
+        except ConfigError as exc:
+            where = {
+                "flag": "--" + opt.name.replace("_", "-"),
+                "env": "LOGSVC_" + opt.name.upper(),
+                "config": f"{config_path}: {opt.name}",
+            }[source]
+            raise ConfigError(f"{where}: {exc}") from None
+        setattr(settings, opt.name, value)
+    if file_values:
+        raise ConfigError(f"{config_path}: unknown setting(s): {', '.join(sorted(file_values))}")
+    if settings.journal_max_bytes < 2 * settings.journal_segment_bytes:
+        # The active segment is never deleted, so a cap below two segments could keep the
+        # journal "full" forever even with everything shipped.
+        raise ConfigError(
+            f"journal_max_bytes ({settings.journal_max_bytes}) must be at least twice "
+            f"journal_segment_bytes ({settings.journal_segment_bytes})"
+        )
+    return settings
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"config file {path}: {exc}") from None
+    table = data.get("serve", data)
+    if not isinstance(table, dict):
+        raise ConfigError(f"config file {path}: [serve] must be a table")
+    return {k.replace("-", "_"): v for k, v in table.items()}

@@ -1,0 +1,158 @@
+"""Running a real ``logsvc serve`` and real stock ``SocketHandler`` clients in tests."""
+
+from __future__ import annotations
+
+import logging
+import logging.config
+import multiprocessing
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import psycopg
+
+
+def wait_for(cond: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:
+    """Poll ``cond`` until true; fail the test with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
+
+
+class Service:
+    """``python -m logsvc serve`` in a child process, its log in a file we can poll."""
+
+    def __init__(self, data_dir: Path, dsn: str, schema: str, *args: str, port: int = 0) -> None:
+        self.data_dir = data_dir
+        self.dsn = dsn
+        self.schema = schema
+        self.args = list(args)
+        self.port = port
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = data_dir / "service.log"
+        self._log_offset = 0
+
+    def start(self, timeout: float = 60.0) -> Service:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        cmd = [
+            sys.executable, "-m", "logsvc", "serve",
+            "--listen", f"127.0.0.1:{self.port}",
+            "--dsn", self.dsn,
+            "--schema", self.schema,
+            "--data-dir", str(self.data_dir),
+            "--batch-max-age", "50ms",
+            "--stats-interval", "0",
+            *self.args,
+        ]  # fmt: skip
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        found: list[int] = []
+
+        def listening() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"logsvc exited with {self.proc.returncode}:\n{self.log()}")
+            m = re.search(r"Listening on 127\.0\.0\.1:(\d+)", self.log())
+            if m:
+                found.append(int(m.group(1)))
+            return bool(found)
+
+        wait_for(listening, timeout, "logsvc to listen")
+        self.port = found[0]
+        return self
+
+    def log(self) -> str:
+        """What this run of the service has logged so far."""
+        if not self.log_path.exists():
+            return ""
+        with open(self.log_path, "rb") as f:
+            f.seek(self._log_offset)
+            return f.read().decode("utf-8", "replace")
+
+    def send(self, signum: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        """Signal the service (by pid: only the process we started) and wait for it."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signum)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+            raise AssertionError(
+                f"logsvc did not exit within {timeout} s after {signum}:\n{self.log()}"
+            ) from None
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def client_main(port: int, count: int, trace_id: int, pause: float, run: str) -> None:
+    """A stock client, configured the way the seed configures it: dictConfig + SocketHandler."""
+    logging.config.dictConfig(
+        {
+            "version": 1,
+            "disable_existing_loggers": False,
+            "handlers": {
+                "svc": {"class": "logging.handlers.SocketHandler", "host": "127.0.0.1", "port": port},
+            },
+            "loggers": {"bench": {"level": "DEBUG", "handlers": ["svc"], "propagate": False}},
+        }
+    )
+    logger = logging.getLogger("bench")
+    pid = os.getpid()
+    for n in range(count):
+        logger.debug("[%06d] log message %08d", pid, n, extra={"trace_id": trace_id, "run": run})
+        if pause:
+            time.sleep(pause)
+    logging.shutdown()
+
+
+def start_clients(
+    port: int, procs: int, count: int, *, pause: float = 0.0, run: str = "r"
+) -> list[multiprocessing.process.BaseProcess]:
+    ctx = multiprocessing.get_context("fork")
+    ps: list[multiprocessing.process.BaseProcess] = [
+        ctx.Process(target=client_main, args=(port, count, i, pause, run)) for i in range(procs)
+    ]
+    for p in ps:
+        p.start()
+    return ps
+
+
+def join_clients(ps: Sequence[multiprocessing.process.BaseProcess], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    for p in ps:
+        p.join(max(0.1, deadline - time.monotonic()))
+        if p.is_alive():
+            for q in ps:
+                if q.is_alive():
+                    q.kill()
+            raise AssertionError("a client process did not finish in time")
+        assert p.exitcode == 0
+
+
+def counts(dsn: str, schema: str) -> tuple[int, int, int]:
+    """(rows, distinct seqs, max seq) of the records table; zeros before it exists."""
+    with psycopg.connect(dsn, autocommit=True) as c:
+        if c.execute("SELECT to_regclass(%s)", [f"{schema}.records"]).fetchone() == (None,):
+            return 0, 0, 0
+        row = c.execute(
+            f"SELECT count(*), count(DISTINCT seq), coalesce(max(seq), 0) FROM {schema}.records"
+        ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1]), int(row[2])
