@@ -78,6 +78,7 @@ def _serve(args: argparse.Namespace) -> int:
     else:
         log.info("No --dsn given: starting the embedded PostgreSQL under %s.", settings.data_dir / "pg")
         conninfo = embedded.start(settings.data_dir)
+        log.info("Embedded PostgreSQL is up: psql '%s'", conninfo)
     server = Server(settings, conninfo)
     try:
         server.start()

@@ -211,6 +211,9 @@ def resolve(args: argparse.Namespace, environ: Mapping[str, str] | None = None) 
     config_path = getattr(args, "config", None) or env.get("LOGSVC_CONFIG")
     if config_path:
         file_values = _read_toml(Path(config_path))
+        unknown = file_values.keys() - {opt.name for opt in OPTIONS}
+        if unknown:
+            raise ConfigError(f"{config_path}: unknown setting(s): {', '.join(sorted(unknown))}")
     settings = Settings()
     for opt in OPTIONS:
         raw: Any = getattr(args, opt.name, None)
@@ -221,7 +224,7 @@ def resolve(args: argparse.Namespace, environ: Mapping[str, str] | None = None) 
             if opt.repeatable:
                 raw = [x for x in raw.split(",") if x.strip()]
         if raw is None and opt.name in file_values:
-            raw = file_values.pop(opt.name)
+            raw = file_values[opt.name]
             source = "config"
             if opt.repeatable and not isinstance(raw, list):
                 raw = [raw]
@@ -237,8 +240,6 @@ def resolve(args: argparse.Namespace, environ: Mapping[str, str] | None = None) 
             }[source]
             raise ConfigError(f"{where}: {exc}") from None
         setattr(settings, opt.name, value)
-    if file_values:
-        raise ConfigError(f"{config_path}: unknown setting(s): {', '.join(sorted(file_values))}")
     if settings.journal_max_bytes < 2 * settings.journal_segment_bytes:
         # The active segment is never deleted, so a cap below two segments could keep the
         # journal "full" forever even with everything shipped.

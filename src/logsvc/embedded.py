@@ -11,6 +11,7 @@ process is found and reused by the next start.
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 from logsvc.errors import ConfigError
@@ -35,7 +36,10 @@ def start(data_dir: Path, *, cleanup: str = "stop") -> str:
     data_dir.mkdir(parents=True, exist_ok=True)
     pgdata = (data_dir / "pg").resolve()
     try:
-        server = get_server(pgdata, cleanup_mode=cleanup)
+        with warnings.catch_warnings():
+            # platformdirs warns when XDG_RUNTIME_DIR is unset (servers, CI); it copes.
+            warnings.simplefilter("ignore", UserWarning)
+            server = get_server(pgdata, cleanup_mode=cleanup)
     except Exception as exc:
         raise ConfigError(f"could not start the embedded PostgreSQL in {pgdata}: {exc}") from exc
     return str(server.get_uri())

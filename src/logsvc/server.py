@@ -115,7 +115,7 @@ class Server:
         self._paused: dict[int, Connection] = {}
         self._backpressure = False
         self._stopping = False
-        self._exit_code = 0
+        self._done = False
         self._recv_buf = bytearray(RECV_CHUNK_BYTES)
         self._recv_view = memoryview(self._recv_buf)
 
@@ -157,7 +157,7 @@ class Server:
             self.reactor.run()
         finally:
             self._close_all()
-        return self._exit_code
+        return 0
 
     def _listen(self, host: str, port: int) -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -352,6 +352,8 @@ class Server:
 
     def _on_stop_signal(self, signum: int) -> None:
         name = signal.Signals(signum).name
+        if self._done:
+            return
         if self._stopping:
             log.warning(
                 "%s again: exiting now; %d unshipped records stay in the journal.", name, self.sink.unshipped
@@ -383,10 +385,12 @@ class Server:
         self.sink.drain(self._drained)
 
     def _drained(self) -> None:
+        self._done = True
         log.info("Everything is in PostgreSQL (%s). Bye.", self.metrics.summary())
         self.reactor.stop()
 
     def _shutdown_timed_out(self) -> None:
+        self._done = True
         log.warning(
             "Shutdown timeout: %d records not yet in PostgreSQL stay in the journal and will be "
             "shipped at the next start.",
