@@ -309,24 +309,24 @@ class Server:
         self.metrics.records_received += count
         self.metrics.journal_blocks += 1
         self.sink.notify_appended()
-        if not self._backpressure and self.journal.full:
+        if not self._backpressure and self.journal.over_limit(self.sink.confirmed_seq):
             self._backpressure = True
             self.metrics.backpressure_episodes += 1
             log.warning(
-                "Journal is full (%d bytes >= journal_max_bytes %d); PostgreSQL is behind. "
-                "Pausing reads from clients until it catches up; nothing is dropped.",
-                self.journal.size_bytes,
+                "Journal is full (%d unshipped bytes >= journal_max_bytes %d); PostgreSQL is "
+                "behind. Pausing reads from clients until it catches up; nothing is dropped.",
+                self.journal.unshipped_bytes(self.sink.confirmed_seq),
                 self.settings.journal_max_bytes,
             )
 
     def _on_journal_released(self) -> None:
-        if self._backpressure and not self.journal.full:
+        if self._backpressure and not self.journal.over_limit(self.sink.confirmed_seq):
             self._backpressure = False
             paused = list(self._paused.values())
             self._paused.clear()
             log.info(
-                "Journal has room again (%d bytes); resuming %d paused connections.",
-                self.journal.size_bytes,
+                "Journal has room again (%d unshipped bytes); resuming %d paused connections.",
+                self.journal.unshipped_bytes(self.sink.confirmed_seq),
                 len(paused),
             )
             for conn in paused:

@@ -331,12 +331,14 @@ def test_bad_append_is_refused_without_writing(journal: Journal) -> None:
     assert journal.next_seq == 1 and journal.size_bytes == 0
 
 
-def test_full_trips_at_max_bytes(jdir: Path) -> None:
+def test_over_limit_counts_only_segments_with_unshipped_records(jdir: Path) -> None:
     one = block_size(1, 1)
     with Journal(jdir, max_bytes=3 * one) as j:
         fill(j, [1, 1])
-        assert not j.full
+        assert not j.over_limit(0)
         fill(j, [1])
-        assert j.size_bytes == 3 * one and j.full
-        j.release(3)  # the only segment is active: nothing to release
-        assert j.full
+        assert j.size_bytes == 3 * one and j.over_limit(0)
+        assert j.over_limit(2)  # the segment still holds seq 3
+        j.release(3)  # the only segment is active: nothing is deleted ...
+        assert j.size_bytes == 3 * one
+        assert not j.over_limit(3)  # ... but nothing in it waits: no backpressure

@@ -72,7 +72,7 @@ _SEGMENT_NAME = re.compile(r"^(\d{20})\.seg$")
 ID_FILE = "journal.id"
 
 DEFAULT_SEGMENT_BYTES = 64 << 20  # a segment is the unit of release; 64 MiB like MAX_BLOCK_PAYLOAD
-DEFAULT_MAX_BYTES = 1 << 30  # backpressure threshold the server applies through ``full``
+DEFAULT_MAX_BYTES = 1 << 30  # backpressure threshold the server applies through ``over_limit``
 
 # os.fdatasync is missing on macOS; fsync is the portable superset.
 _fdatasync = getattr(os, "fdatasync", os.fsync)
@@ -159,7 +159,7 @@ class Journal:
         segment_bytes: rotate before a segment would grow past this (one bigger block gets a
             segment of its own).
         fsync: ``"always"``, ``"interval"`` or ``"never"``.
-        max_bytes: ``full`` is true once all segments together reach this.
+        max_bytes: ``over_limit`` is true once the segments with unshipped records reach this.
 
     Raises:
         ValueError: an argument is out of range or ``fsync`` is not a known policy.
@@ -405,10 +405,14 @@ class Journal:
         """Total bytes of all segment files."""
         return self._size
 
-    @property
-    def full(self) -> bool:
-        """True once ``size_bytes`` reaches ``max_bytes``: the server should stop reading clients."""
-        return self._size >= self.max_bytes
+    def over_limit(self, shipped_seq: int) -> bool:
+        """True once the segments holding unshipped records reach ``max_bytes``.
+
+        The server stops reading clients while this holds. It counts only segments with a
+        record past ``shipped_seq``: the active segment is never deleted, and counting its
+        shipped bytes could keep the journal "full" forever with nothing left to ship.
+        """
+        return self.unshipped_bytes(shipped_seq) >= self.max_bytes
 
     def unshipped_bytes(self, shipped_seq: int) -> int:
         """Bytes of the segments holding any record with seq > ``shipped_seq``."""

@@ -157,6 +157,9 @@ class PgSink:
         self._pgconn: pq.abc.PGconn | None = None
         self.state = DOWN
         self.shipped_seq: int | None = None  # known only while connected
+        # The last position PostgreSQL confirmed; a lower bound while disconnected. Until
+        # the first connect, the journal's oldest record is taken as unshipped.
+        self.confirmed_seq = 0
         self._oldest: float | None = None  # monotonic time the oldest unshipped record was appended
         self._age_timer: _loop.Timer | None = None
         self._retry_timer: _loop.Timer | None = None
@@ -170,13 +173,14 @@ class PgSink:
     # -- public ----------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Start connecting; call after the journal is open."""
+        self.confirmed_seq = self._journal.first_seq - 1
         self._connect()
 
     @property
     def unshipped(self) -> int:
         """Records in the journal not yet committed (an upper bound while disconnected)."""
-        base = self.shipped_seq if self.shipped_seq is not None else self._journal_first_seq() - 1
-        return max(0, self._journal.next_seq - 1 - base)
+        return max(0, self._journal.next_seq - 1 - self.confirmed_seq)
 
     def notify_appended(self) -> None:
         """The server appended a block to the journal."""
@@ -331,6 +335,7 @@ class PgSink:
 
     def _release(self) -> None:
         assert self.shipped_seq is not None
+        self.confirmed_seq = self.shipped_seq
         self._journal.release(self.shipped_seq)
         if self._on_released is not None:
             self._on_released()
@@ -354,9 +359,6 @@ class PgSink:
     def _pgconn_ok(self) -> pq.abc.PGconn:
         assert self._pgconn is not None
         return self._pgconn
-
-    def _journal_first_seq(self) -> int:
-        return self._journal.first_seq
 
 
 def _utc_today() -> _dt.date:
