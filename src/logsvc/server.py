@@ -73,14 +73,13 @@ _EV_READ = _loop.EPOLLIN | _loop.EPOLLRDHUP | _loop.EPOLLET
 class Connection:
     """One client socket and its decoder. Reads are driven by the server."""
 
-    __slots__ = ("closed", "decoder", "fd", "paused", "peer", "sock")
+    __slots__ = ("closed", "decoder", "fd", "peer", "sock")
 
     def __init__(self, sock: socket.socket, peer: str, max_frame_bytes: int) -> None:
         self.sock = sock
         self.fd = sock.fileno()
         self.peer = peer
         self.decoder = Decoder(LengthPrefixFramer(max_frame_bytes=max_frame_bytes), PickleFormat())
-        self.paused = False
         self.closed = False
 
 
@@ -223,7 +222,6 @@ class Server:
         if conn.closed:
             return
         if self._backpressure:
-            conn.paused = True
             self._paused[conn.fd] = conn
             return
         sock, view, dec = conn.sock, self._recv_view, conn.decoder
@@ -290,6 +288,7 @@ class Server:
         self.conns.pop(conn.fd, None)
         self._paused.pop(conn.fd, None)
         conn.sock.close()
+        self.metrics.placeholders += conn.decoder.placeholders
         self.metrics.connections_open -= 1
         self.metrics.connections_closed[reason] += 1
         if reason == "error":
@@ -330,7 +329,6 @@ class Server:
                 len(paused),
             )
             for conn in paused:
-                conn.paused = False
                 self.reactor.call_soon(partial(self._handle_read, conn))
 
     # -- timers ----------------------------------------------------------------------------
@@ -340,11 +338,15 @@ class Server:
         self.reactor.call_later(self.settings.fsync_interval, self._fsync_tick)
 
     def _stats_tick(self) -> None:
+        st = self.encoder.stats
         log.info(
-            "Stats: %s unshipped=%d journal_bytes=%d.",
+            "Stats: %s unshipped=%d journal_bytes=%d placeholders=%d replaced_chars=%d coerced_fields=%d.",
             self.metrics.summary(),
             self.sink.unshipped,
             self.journal.size_bytes,
+            self.metrics.placeholders,
+            st.replaced_chars,
+            st.bad_fields,
         )
         self.reactor.call_later(self.settings.stats_interval, self._stats_tick)
 

@@ -304,12 +304,13 @@ class PgSink:
     def _ship(self) -> None:
         assert self.shipped_seq is not None
         blocks = self._journal.read(self.shipped_seq + 1, self.max_records, self.max_bytes)
-        if not blocks:
-            # Seq gap (a corrupt range skipped at recovery) up to the end of the journal.
-            self._oldest = None
-            return
-        last = blocks[-1]
-        to_seq = last.first_seq + last.count - 1
+        if blocks:
+            last = blocks[-1]
+            to_seq = last.first_seq + last.count - 1
+        else:
+            # Everything left is a gap: records lost to journal corruption, reported at open.
+            # Commit the position past them (an empty COPY), so they are not waited for.
+            to_seq = self._journal.next_seq - 1
         count = sum(b.count for b in blocks)
         if to_seq >= self._journal.next_seq - 1:
             self._oldest = None  # this batch takes everything there is
