@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         "an embedded PostgreSQL is started under DATA_DIR/pg.",
     )
     config.add_arguments(serve)
+    serve.set_defaults(func=_serve)
     return parser
 
 
@@ -44,16 +45,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     try:
-        if args.command == "serve":
-            return _serve(args)
+        status: int = args.func(args)
     except ConfigError as exc:
         print(f"logsvc: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except LogsvcError as exc:
         print(f"logsvc: {exc}", file=sys.stderr)
         return 1
-    parser.error(f"unknown command {args.command}")
-    return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    return status
 
 
 def _setup_logging(level: str) -> None:
@@ -68,18 +69,16 @@ def _setup_logging(level: str) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from logsvc import embedded
     from logsvc.server import Server
 
     settings = config.resolve(args)
     _setup_logging(settings.log_level)
-    if settings.dsn:
-        conninfo = settings.dsn
-    else:
+    if not settings.dsn:
         log.info("No --dsn given: starting the embedded PostgreSQL under %s.", settings.data_dir / "pg")
-        conninfo = embedded.start(settings.data_dir)
-        log.info("Embedded PostgreSQL is up: psql '%s'", conninfo)
-    server = Server(settings, conninfo)
+    dsn = config.conninfo(settings)
+    if not settings.dsn:
+        log.info("Embedded PostgreSQL is up: psql '%s'", dsn)
+    server = Server(settings, dsn)
     try:
         server.start()
     except OSError as exc:

@@ -173,8 +173,16 @@ class Settings:
     log_level: str = "info"
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add every option as a flag whose default is None, so unset flags can fall through."""
+# The options every command that reads the database shares with ``serve``, so ``query``,
+# ``tail`` and ``bench`` find the database exactly the way ``serve`` does.
+DATABASE_OPTIONS = ("dsn", "data_dir", "schema")
+
+
+def add_arguments(parser: argparse.ArgumentParser, only: tuple[str, ...] | None = None) -> None:
+    """Add options (all, or those named in ``only``) as flags defaulting to None.
+
+    A None default lets an unset flag fall through to the environment, the file, the default.
+    """
     parser.add_argument(
         "--config",
         metavar="FILE",
@@ -182,6 +190,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     defaults = Settings()
     for opt in OPTIONS:
+        if only is not None and opt.name not in only:
+            continue
         flag = "--" + opt.name.replace("_", "-")
         env = "LOGSVC_" + opt.name.upper()
         default = _show(getattr(defaults, opt.name))
@@ -261,3 +271,16 @@ def _read_toml(path: Path) -> dict[str, Any]:
     if not isinstance(table, dict):
         raise ConfigError(f"config file {path}: [serve] must be a table")
     return {k.replace("-", "_"): v for k, v in table.items()}
+
+
+def conninfo(settings: Settings) -> str:
+    """The PostgreSQL to use: ``settings.dsn``, else the embedded server under the data dir.
+
+    Starts the embedded server if it is not running (it stops again when the last logsvc
+    process using it exits).
+    """
+    if settings.dsn:
+        return settings.dsn
+    from logsvc import embedded
+
+    return embedded.start(Path(settings.data_dir))

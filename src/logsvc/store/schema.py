@@ -19,6 +19,10 @@ past it. After any crash the service resumes from ``shipped.seq``: nothing lost,
 twice. If two services ever shipped the same journal, ``advance_shipped`` makes the second
 batch fail instead of duplicating it.
 
+``stored`` is not in the COPY: PostgreSQL stamps each row as it inserts it, in the batch's
+transaction, so ``stored - created`` measures how long a record took to reach the database
+(it undercounts the true commit latency by at most the rest of its batch's COPY).
+
 Indexes: a BRIN index on ``created`` (cheap to maintain, records arrive in time order).
 Others are the query work's to add, measured against ingest cost.
 """
@@ -79,7 +83,8 @@ CREATE TABLE IF NOT EXISTS {s}.shipped (
     updated timestamptz NOT NULL DEFAULT now()
 );
 CREATE TABLE IF NOT EXISTS {s}.records (
-    {cols}
+    {cols},
+    stored timestamptz NOT NULL DEFAULT clock_timestamp()
 ) PARTITION BY RANGE (created);
 CREATE TABLE IF NOT EXISTS {s}.records_default PARTITION OF {s}.records DEFAULT;
 CREATE INDEX IF NOT EXISTS records_created_brin ON {s}.records USING brin (created);
