@@ -162,9 +162,7 @@ def test_a_corrupt_journal_block_is_reported_and_every_intact_record_shipped(
     with Journal(data / "journal") as j:  # written by a run that died before shipping
         for block in range(3):
             seq = j.next_seq
-            rows = [
-                enc.encode({"msg": f"b{block}", "created": now}, seq + i, "x", now, ts) for i in range(10)
-            ]
+            rows = [enc.encode({"msg": f"b{block}", "created": now}, seq + i, "x", ts) for i in range(10)]
             j.append(b"".join(rows), 10)
         (segment,) = j.segment_paths
     raw = bytearray(segment.read_bytes())

@@ -265,7 +265,7 @@ class Server:
         nbytes = 0
         try:
             while (rec := dec.next_record()) is not NEED_DATA:
-                row = enc(rec, seq, peer, received, received_ts)
+                row = enc(rec, seq, peer, received_ts)
                 pending.append(row)
                 nbytes += len(row)
                 seq += 1

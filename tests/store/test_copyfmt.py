@@ -49,7 +49,7 @@ def load(dsn: str, schema: str, rows: list[bytes]) -> list[dict[str, Any]]:
 
 
 def encode(enc: RowEncoder, rec: RecordDict, seq: int = 1) -> bytes:
-    return enc.encode(rec, seq, "127.0.0.1:5555", RECEIVED, enc.timestamp(RECEIVED))
+    return enc.encode(rec, seq, "127.0.0.1:5555", enc.timestamp(RECEIVED))
 
 
 def test_plain_record_round_trips_every_field(dsn: str, schema: str) -> None:
@@ -181,3 +181,33 @@ def test_unusable_created_falls_back_to_received(bad: float) -> None:
     rec["created"] = bad
     row = encode(enc, rec).decode()
     assert row.split("\t")[1] == enc.timestamp(RECEIVED)
+
+
+text_or_none = st.none() | st.text(max_size=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    texts=st.tuples(*[text_or_none] * 6),
+    levelno=st.integers(-(2**33), 2**33) | st.none() | st.booleans(),
+    process=st.integers(-(2**65), 2**65) | st.none(),
+    created=st.floats(allow_nan=True) | st.integers(0, 2**40),
+    extra=st.dictionaries(st.text(max_size=5), st.integers() | st.text(max_size=5), max_size=3),
+)
+def test_fast_path_and_slow_path_encode_the_same_row(
+    texts: tuple[str | None, ...],
+    levelno: int | None,
+    process: int | None,
+    created: float,
+    extra: dict[str, Any],
+) -> None:
+    rec = record()
+    for key, value in zip(
+        ("name", "msg", "funcName", "exc_text", "stack_info", "threadName"), texts, strict=True
+    ):
+        rec[key] = value
+    rec.update(levelno=levelno, process=process, created=created)
+    rec.update({f"x_{k}": v for k, v in extra.items()})
+    enc = RowEncoder()
+    ts = enc.timestamp(RECEIVED)
+    assert enc.encode(rec, 7, "peer", ts) == enc._encode_slow(rec, 7, "peer", ts)

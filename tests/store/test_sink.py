@@ -46,7 +46,7 @@ class Rig:
         ts = self.enc.timestamp(now)
         seq = self.journal.next_seq
         rows = [
-            self.enc.encode({"msg": f"{msg} {i}", "created": now, "name": "t"}, seq + i, "test", now, ts)
+            self.enc.encode({"msg": f"{msg} {i}", "created": now, "name": "t"}, seq + i, "test", ts)
             for i in range(n)
         ]
         self.journal.append(b"".join(rows), n)

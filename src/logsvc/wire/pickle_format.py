@@ -569,6 +569,28 @@ _FAST_TOKEN_RE = (
     )
     + b")*+"
 )
+# The commonest frame of all, recognised whole: the record dict (EMPTY_DICT, optional BINPUT,
+# MARK ... SETITEMS, STOP) holding scalar tokens only: no container, tuple or memo GET inside,
+# so the values are plain and the dict needs no normalizing. Checked on opcodes, not on raw
+# bytes: a message like "[000042] ..." holds "]" and "}" bytes inside its BINUNICODE.
+_PLAIN_RECORD = re.compile(
+    rb"\}(?:q.)?\((?:"
+    + b"|".join(
+        [
+            _short_str_token(b"X"),
+            rb"q.",
+            rb"K.",
+            rb"N",
+            rb"G.{8}",
+            rb"J.{4}",
+            rb"M..",
+            rb"L-?[0-9]{1,16}L\n",
+            rb"\x88|\x89",
+        ]
+    )
+    + rb")*+u\.",
+    re.DOTALL,
+).fullmatch
 _FAST_TOKENS = re.compile(_FAST_TOKEN_RE, re.DOTALL).match
 _FAST_WHOLE = re.compile(_FAST_TOKEN_RE + rb"\.", re.DOTALL).fullmatch  # ... then STOP, last byte
 _FAST_MAX_FRAME = 9 * MAX_PREDICTABLE_HASHES
@@ -578,6 +600,8 @@ def _scan(frame: bytes) -> tuple[int, bool]:
     """Check that ``frame`` is safe to give the C unpickler; see ``_scan_exact`` for the result."""
     n = len(frame)
     if n <= _FAST_MAX_FRAME:
+        if _PLAIN_RECORD(frame) is not None:
+            return 0, True
         if _FAST_WHOLE(frame) is not None:
             # plain: one dict op at most (the record) and no list op, so values are scalars.
             return 0, frame.count(b"}") <= 1 and b"]" not in frame
