@@ -592,6 +592,7 @@ _PLAIN_RECORD = re.compile(
     re.DOTALL,
 ).fullmatch
 _FAST_TOKENS = re.compile(_FAST_TOKEN_RE, re.DOTALL).match
+_loads = pickle.loads
 _FAST_WHOLE = re.compile(_FAST_TOKEN_RE + rb"\.", re.DOTALL).fullmatch  # ... then STOP, last byte
 _FAST_MAX_FRAME = 9 * MAX_PREDICTABLE_HASHES
 
@@ -660,6 +661,21 @@ class PickleFormat:
             ProtocolError: ``malformed``, ``forbidden``, ``complexity`` (see ``_scan``) or
                 ``not_a_dict`` if the pickle is not a dict. Never anything else.
         """
+        if len(frame) <= _FAST_MAX_FRAME and _PLAIN_RECORD(frame) is not None:
+            # A flat dict of scalars (see _PLAIN_RECORD): no opcode in it can import, call or
+            # build anything, and its memo stays under 256 entries, so the stdlib's C loads()
+            # is safe here and skips our reader and find_class machinery.
+            try:
+                obj = _loads(frame)
+            except Exception as exc:
+                raise ProtocolError(
+                    f"Cannot unpickle frame: {type(exc).__name__}: {exc!s:.200}", reason="malformed"
+                ) from None
+            try:
+                "".join(obj)  # every key a str, checked at C speed
+            except TypeError:
+                return self._normalize(obj)
+            return obj  # type: ignore[no-any-return]
         memo_size, plain = _scan(frame)
         unpickler = self._unpickler
         reader = self._reader
