@@ -9,7 +9,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from logsvc import __version__, bench, config
+from logsvc import __version__, bench, config, query
 from logsvc.errors import ConfigError, LogsvcError
 
 log = logging.getLogger("logsvc")
@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     config.add_arguments(serve)
     serve.set_defaults(func=_serve)
+    query.add_parsers(sub)
     bench.add_parser(sub)
     return parser
 

@@ -149,6 +149,13 @@ OPTIONS: tuple[Option, ...] = (
         "PostgreSQL before exiting (what is left stays in the journal)",
         "DURATION",
     ),
+    Option(
+        "retention",
+        parse_positive_int,
+        "drop the daily partitions of records older than this many days, checked hourly "
+        "(whole days, never row by row; rows in the default partition are kept)",
+        "DAYS",
+    ),
     Option("stats_interval", parse_duration, "how often a line of counts is logged (0: never)", "DURATION"),
     Option("log_level", str, "debug, info, warning or error", "LEVEL"),
 )
@@ -170,6 +177,7 @@ class Settings:
     max_frame_bytes: int = 1 << 20
     shutdown_timeout: float = 10.0
     stats_interval: float = 60.0
+    retention: int | None = None  # days; None keeps everything
     log_level: str = "info"
 
 

@@ -103,6 +103,7 @@ class Server:
             max_records=settings.batch_max_records,
             max_bytes=settings.batch_max_bytes,
             max_age=settings.batch_max_age,
+            retention_days=settings.retention,
             on_released=self._on_journal_released,
         )
         self.encoder = RowEncoder()

@@ -23,8 +23,16 @@ batch fail instead of duplicating it.
 transaction, so ``stored - created`` measures how long a record took to reach the database
 (it undercounts the true commit latency by at most the rest of its batch's COPY).
 
-Indexes: a BRIN index on ``created`` (cheap to maintain, records arrive in time order).
-Others are the query work's to add, measured against ingest cost.
+Indexes (``INDEXES``; chosen by measurement on a 10-million-row table, see docs/query.md):
+a BRIN index on ``created`` (cheap to maintain, records arrive in time order) and the
+others listed in ``INDEXES``, each declared on the partitioned parent so every partition
+has it. ``create_sql`` adds any that are missing, so an existing database gets them at the
+next start of ``serve`` (building them on a large table takes a while, once).
+
+Each committed batch notifies ``notify_channel(schema)`` (``NOTIFY`` in the batch's own
+transaction, so it is delivered at commit and never for a batch that rolled back):
+``logsvc tail -f`` listens on it. ``retention_sql`` drops whole daily partitions past
+``--retention`` days; rows are never deleted one by one, and the default partition is kept.
 """
 
 # Copyright (c) logsvc developers
@@ -42,6 +50,18 @@ SCHEMA_VERSION = 1
 # How many UTC days of partitions exist ahead of today (and one behind, for clients whose
 # clocks lag). Checked at every connect and hourly.
 PARTITION_DAYS_AHEAD = 3
+
+# Indexes for ``logsvc query`` and ``tail``, beyond the BRIN on ``created``: (name, what
+# follows ``ON records``). Every index costs ingest; docs/query.md has the measurements that
+# chose these and rejected others.
+INDEXES: tuple[tuple[str, str], ...] = (
+    # tail -f selects by stored time; rows arrive in stored order, so BRIN costs ~nothing.
+    ("records_stored_brin", "USING brin (stored)"),
+    # --extra trace_id=N over all days, without --since. Trace ids are random, and a hash
+    # index takes random keys far more cheaply (78-86 % of the COPY rate without it) than a
+    # btree (57-64 %) or a GIN on all of extra (49-62 %); equality is all --extra needs.
+    ("records_trace_id", "USING hash ((extra -> 'trace_id'))"),
+)
 
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -64,6 +84,7 @@ def create_sql(schema: str) -> str:
     """
     s = check_identifier(schema)
     cols = ",\n    ".join(f"{name} {decl}" for name, decl in COLUMNS)
+    indexes = "\n".join(f"CREATE INDEX IF NOT EXISTS {name} ON {s}.records {how};" for name, how in INDEXES)
     return f"""
 BEGIN;
 SELECT pg_advisory_xact_lock(hashtext('logsvc.schema.' || '{s}'));
@@ -84,10 +105,11 @@ CREATE TABLE IF NOT EXISTS {s}.shipped (
 );
 CREATE TABLE IF NOT EXISTS {s}.records (
     {cols},
-    stored timestamptz NOT NULL DEFAULT clock_timestamp()
+    stored timestamptz NOT NULL DEFAULT now()
 ) PARTITION BY RANGE (created);
 CREATE TABLE IF NOT EXISTS {s}.records_default PARTITION OF {s}.records DEFAULT;
 CREATE INDEX IF NOT EXISTS records_created_brin ON {s}.records USING brin (created);
+{indexes}
 CREATE OR REPLACE FUNCTION {s}.advance_shipped(p_journal text, p_from bigint, p_to bigint)
 RETURNS void LANGUAGE plpgsql AS $$
 DECLARE cur bigint;
@@ -140,14 +162,68 @@ def shipped_sql(schema: str, journal_id: str) -> str:
     return f"SELECT seq FROM {s}.shipped WHERE journal_id = '{_hex(journal_id)}'"
 
 
+def notify_channel(schema: str) -> str:
+    """The LISTEN/NOTIFY channel a committed batch of ``schema`` is announced on.
+
+    PostgreSQL truncates identifiers to 63 bytes (NAMEDATALEN - 1); we cut first, so NOTIFY
+    and LISTEN agree without a notice. Two long schema names sharing 56 characters would
+    share a channel: a listener then wakes for the other's batches too, which is harmless.
+    """
+    return f"{check_identifier(schema)}_records"[:63]
+
+
 def batch_sql(schema: str, journal_id: str, from_seq: int, to_seq: int) -> str:
-    """One simple query: move the position, then COPY. It commits as one transaction."""
+    """One simple query: move the position, notify, then COPY. It commits as one transaction.
+
+    The NOTIFY is part of that transaction: PostgreSQL delivers it when (and only if) the
+    batch commits, so a listener that wakes finds the rows visible.
+    """
     s = check_identifier(schema)
     cols = ", ".join(n for n, _ in COLUMNS)
     return (
         f"SELECT {s}.advance_shipped('{_hex(journal_id)}', {int(from_seq)}, {int(to_seq)}); "
+        f"NOTIFY {notify_channel(s)}; "
         f"COPY {s}.records ({cols}) FROM STDIN"
     )
+
+
+def retention_sql(schema: str, days: int, today: _dt.date) -> str:
+    """SQL dropping the daily partitions whose every row is more than ``days`` days old.
+
+    A partition ``records_YYYYMMDD`` holds ``[day, day + 1)`` UTC, so it goes when
+    ``day < today - days``: with ``days=7`` on 2026-01-20, 2026-01-12 and older are dropped
+    and 2026-01-13 is kept. Whole partitions only, never a DELETE; ``records_default`` (rows
+    from clients with wrong clocks) is never dropped, nor is any table not named like a
+    daily partition.
+
+    ``DROP`` of a partition takes an exclusive lock on ``records``; a long query holding it
+    would make ingest queue behind the drop. So each drop waits at most 2 s for its lock and
+    is otherwise skipped with a notice, to be retried at the next maintenance.
+    """
+    s = check_identifier(schema)
+    if type(days) is not int or days < 1:
+        raise ValueError(f"retention must be a positive number of days, not {days!r}")
+    cutoff = (today - _dt.timedelta(days=days)).strftime("%Y%m%d")
+    return f"""
+DO $$
+DECLARE part text;
+BEGIN
+    FOR part IN
+        SELECT c.relname FROM pg_inherits i
+        JOIN pg_class c ON c.oid = i.inhrelid
+        WHERE i.inhparent = '{s}.records'::regclass
+          AND c.relname ~ '^records_[0-9]{{8}}$' AND substr(c.relname, 9) < '{cutoff}'
+        ORDER BY c.relname
+    LOOP
+        BEGIN
+            SET LOCAL lock_timeout = '2s';
+            EXECUTE format('DROP TABLE %I.%I', '{s}', part);
+        EXCEPTION WHEN lock_not_available THEN
+            RAISE NOTICE 'retention: % is in use, dropping it later', part;
+        END;
+    END LOOP;
+END $$;
+"""
 
 
 def _hex(value: str) -> str:

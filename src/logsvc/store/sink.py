@@ -143,6 +143,7 @@ class PgSink:
         max_bytes: int,
         max_age: float,
         on_released: Callable[[], None] | None = None,
+        retention_days: int | None = None,
     ) -> None:
         self._reactor = reactor
         self._journal = journal
@@ -153,6 +154,7 @@ class PgSink:
         self.max_bytes = max_bytes
         self.max_age = max_age
         self._on_released = on_released
+        self.retention_days = retention_days
         self._driver = PgDriver(reactor)
         self._pgconn: pq.abc.PGconn | None = None
         self.state = DOWN
@@ -210,7 +212,7 @@ class PgSink:
         pgconn = yield from pgproto.connect(self._conninfo)
         self._pgconn = pgconn
         yield from pgproto.execute(pgconn, schema.create_sql(self._schema))
-        yield from pgproto.execute(pgconn, schema.partitions_sql(self._schema, _utc_today()))
+        yield from pgproto.execute(pgconn, self._maintenance_sql())
         res = yield from pgproto.execute(pgconn, schema.shipped_sql(self._schema, self._journal.journal_id))
         value = res[0].get_value(0, 0) if res and res[0].ntuples else None
         return int(value) if value is not None else 0
@@ -281,9 +283,7 @@ class PgSink:
             return
         if self._maintenance_due:
             self._maintenance_due = False
-            self._run_idle_step(
-                pgproto.execute(self._pgconn_ok(), schema.partitions_sql(self._schema, _utc_today()))
-            )
+            self._run_idle_step(pgproto.execute(self._pgconn_ok(), self._maintenance_sql()))
             return
         pending = self.unshipped
         if pending == 0:
@@ -342,6 +342,14 @@ class PgSink:
             self._on_released()
 
     # -- maintenance -----------------------------------------------------------------------
+
+    def _maintenance_sql(self) -> str:
+        # Partitions ahead of time; with --retention, whole old partitions dropped.
+        today = _utc_today()
+        sql = schema.partitions_sql(self._schema, today)
+        if self.retention_days is not None:
+            sql += schema.retention_sql(self._schema, self.retention_days, today)
+        return sql
 
     def _maintenance_tick(self) -> None:
         self._maintenance_due = True
