@@ -74,7 +74,15 @@ _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _JSON_OPTS = orjson.OPT_NON_STR_KEYS
 _get_texts = operator.itemgetter(
-    "levelname", "name", "msg", "pathname", "funcName", "module", "processName", "threadName", "exc_text",
+    "levelname",
+    "name",
+    "msg",
+    "pathname",
+    "funcName",
+    "module",
+    "processName",
+    "threadName",
+    "exc_text",
     "stack_info",
 )
 _get_numbers = operator.itemgetter("levelno", "lineno", "process", "thread", "created")

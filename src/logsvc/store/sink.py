@@ -17,7 +17,10 @@ after what PostgreSQL holds: nothing twice, nothing skipped.
 
 A batch is due when the unshipped records reach ``max_records``, or the oldest of them has
 waited ``max_age`` seconds (a timer, so an idle buffer still reaches the database: the
-seed's SIGALRM flush, done with the poll timeout), or the service is draining. A batch is
+seed's SIGALRM flush, done with the poll timeout), or the service is draining, or, right
+after a commit, at least ``BACKLOG_RECORDS`` piled up while that batch was in flight (group
+commit: under load, batches grow to what arrives during one COPY and PostgreSQL never waits
+for a timer). A batch is
 whole journal blocks read back from the segment files (the page cache makes that cheap) and
 sent to COPY as they are.
 """
@@ -44,6 +47,10 @@ log = logging.getLogger("logsvc.store")
 
 RECONNECT_MIN_S = 0.1
 RECONNECT_MAX_S = 10.0
+# After a commit, a backlog at least this large is shipped at once instead of waiting for
+# its age (the seed's own block size; smaller backlogs wait, so a quiet service still
+# batches by --batch-max-age).
+BACKLOG_RECORDS = 1000
 # Partitions are created days ahead; checking hourly leaves a wide margin.
 MAINTENANCE_INTERVAL_S = 3600.0
 
@@ -332,6 +339,10 @@ class PgSink:
         self.state = IDLE
         self.last_error = ""
         self._release()
+        if self.unshipped >= BACKLOG_RECORDS:
+            # Group commit: what piled up while this batch was in flight goes out now. Waiting
+            # for its age would leave PostgreSQL idle exactly when the service is busiest.
+            self._oldest = time.monotonic() - self.max_age
         self._maybe_ship()
 
     def _release(self) -> None:
