@@ -13,7 +13,7 @@ from logsvc.journal import Journal
 from logsvc.loop import Reactor
 from logsvc.metrics import Metrics
 from logsvc.store.copyfmt import RowEncoder
-from logsvc.store.sink import IDLE, PgSink
+from logsvc.store.sink import IDLE, SHIPPING, PgSink
 
 
 def run_until(r: Reactor, cond: Callable[[], bool], timeout: float = 20.0) -> None:
@@ -124,5 +124,20 @@ def test_unreachable_postgresql_keeps_records_in_the_journal_and_retries(tmp_pat
         assert r.sink.shipped_seq is None
         assert r.sink.unshipped == 10
         assert r.journal.read(1, 100, 1 << 20)[0].count == 10
+    finally:
+        r.close()
+
+
+def test_a_backlog_that_piled_up_during_a_batch_ships_without_waiting_for_its_age(
+    tmp_path: Path, dsn: str, schema: str
+) -> None:
+    r = Rig(tmp_path, dsn, schema, max_records=2000, max_age=30.0)  # the age alone would wait 30 s
+    try:
+        r.sink.start()
+        run_until(r.reactor, lambda: r.sink.state == IDLE)
+        r.append(2000)  # full batch: ships at once
+        assert r.sink.state == SHIPPING
+        r.append(1500)  # arrives while that batch is in flight
+        run_until(r.reactor, lambda: r.sink.shipped_seq == 3500, timeout=10)
     finally:
         r.close()
