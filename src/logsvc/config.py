@@ -89,6 +89,12 @@ def parse_positive_int(text: str) -> int:
     return value
 
 
+def _parse_extra_key(text: str) -> str:
+    from logsvc.store.schema import check_extra_key
+
+    return check_extra_key(text)
+
+
 @dataclass(frozen=True, slots=True)
 class Option:
     name: str  # attribute and TOML key; flag is --name-with-dashes, env LOGSVC_NAME
@@ -156,6 +162,14 @@ OPTIONS: tuple[Option, ...] = (
         "(whole days, never row by row; rows in the default partition are kept)",
         "DAYS",
     ),
+    Option(
+        "index_extra",
+        _parse_extra_key,
+        "index this key of extra (a btree on extra -> KEY) so --extra KEY=V queries need no --since; "
+        "repeatable; each index costs ingest speed (docs/query.md)",
+        "KEY",
+        True,
+    ),
     Option("stats_interval", parse_duration, "how often a line of counts is logged (0: never)", "DURATION"),
     Option("log_level", str, "debug, info, warning or error", "LEVEL"),
 )
@@ -178,6 +192,7 @@ class Settings:
     shutdown_timeout: float = 10.0
     stats_interval: float = 60.0
     retention: int | None = None  # days; None keeps everything
+    index_extra: list[str] = field(default_factory=list)
     log_level: str = "info"
 
 

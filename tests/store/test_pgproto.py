@@ -9,6 +9,7 @@ import pytest
 
 from logsvc.errors import StoreError
 from logsvc.store import pgproto, schema
+from logsvc.store import schema as sch_mod
 
 
 def test_connect_and_execute_several_statements(dsn: str) -> None:
@@ -81,3 +82,18 @@ def row(seq: int, msg: str = "m") -> bytes:
     fields = [str(seq), "2026-01-01 00:00:00+00", "2026-01-01 00:00:01+00"] + ["\\N"] * 15 + ["\\N"]
     fields[6] = msg
     return ("\t".join(fields) + "\n").encode()
+
+
+def test_an_operator_chosen_extra_index_serves_extra_equality(dsn: str, schema: str) -> None:
+    from logsvc.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        sch_mod.extra_index_sql(schema, ["trace_id; DROP TABLE x"])
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute(schema_sql(schema))
+        c.execute(sch_mod.extra_index_sql(schema, ["trace_id"]))
+        c.execute(sch_mod.extra_index_sql(schema, ["trace_id"]))  # idempotent
+        names = c.execute(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = %s AND tablename = 'records'", [schema]
+        ).fetchall()
+    assert ("records_extra_trace_id",) in names

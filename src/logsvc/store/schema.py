@@ -59,11 +59,31 @@ PARTITION_DAYS_AHEAD = 3
 INDEXES: tuple[tuple[str, str], ...] = (
     # tail -f selects by stored time; rows arrive in stored order, so BRIN costs ~nothing.
     ("records_stored_brin", "USING brin (stored)"),
-    # --extra trace_id=N over all days, without --since. Trace ids are random, and a hash
-    # index takes random keys far more cheaply (78-86 % of the COPY rate without it) than a
-    # btree (57-64 %) or a GIN on all of extra (49-62 %); equality is all --extra needs.
-    ("records_trace_id", "USING hash ((extra -> 'trace_id'))"),
 )
+# An index on an ``extra`` key is the operator's choice (``serve --index-extra KEY``), not a
+# default: measured on the COPY path, a btree on (extra -> 'trace_id') keeps 54-56 % of the
+# rate without it, a hash index 65 % with random ids but 28 % when few distinct values repeat
+# (long hash overflow chains), a GIN on all of extra 49-62 %. Without one, --extra queries
+# are fast when bounded by --since (partition pruning); see docs/query.md.
+_EXTRA_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,40}$")
+
+
+def check_extra_key(key: str) -> str:
+    """Return ``key`` if it can name an index on ``extra -> key``, else raise ConfigError."""
+    if not _EXTRA_KEY.match(key):
+        raise ConfigError(f"--index-extra {key!r}: a key of letters, digits and underscores, at most 41")
+    return key
+
+
+def extra_index_sql(schema: str, keys: tuple[str, ...] | list[str]) -> str:
+    """``CREATE INDEX IF NOT EXISTS`` statements for btree indexes on ``extra -> key``."""
+    s = check_identifier(schema)
+    return "".join(
+        f"CREATE INDEX IF NOT EXISTS records_extra_{k.lower()} ON {s}.records "
+        f"((extra -> '{check_extra_key(k)}'));\n"
+        for k in keys
+    )
+
 
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 

@@ -151,6 +151,7 @@ class PgSink:
         max_age: float,
         on_released: Callable[[], None] | None = None,
         retention_days: int | None = None,
+        extra_index_keys: tuple[str, ...] = (),
     ) -> None:
         self._reactor = reactor
         self._journal = journal
@@ -162,6 +163,7 @@ class PgSink:
         self.max_age = max_age
         self._on_released = on_released
         self.retention_days = retention_days
+        self._extra_index_keys = tuple(schema.check_extra_key(k) for k in extra_index_keys)
         self._driver = PgDriver(reactor)
         self._pgconn: pq.abc.PGconn | None = None
         self.state = DOWN
@@ -219,6 +221,8 @@ class PgSink:
         pgconn = yield from pgproto.connect(self._conninfo)
         self._pgconn = pgconn
         yield from pgproto.execute(pgconn, schema.create_sql(self._schema))
+        if self._extra_index_keys:
+            yield from pgproto.execute(pgconn, schema.extra_index_sql(self._schema, self._extra_index_keys))
         yield from pgproto.execute(pgconn, self._maintenance_sql())
         res = yield from pgproto.execute(pgconn, schema.shipped_sql(self._schema, self._journal.journal_id))
         value = res[0].get_value(0, 0) if res and res[0].ntuples else None
