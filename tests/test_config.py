@@ -98,3 +98,12 @@ def test_cli_help_lists_every_option() -> None:
     assert out.returncode == 0
     for opt in config.OPTIONS:
         assert "--" + opt.name.replace("_", "-") in out.stdout
+
+
+def test_trace_id_is_indexed_by_default_and_an_empty_value_turns_it_off() -> None:
+    assert parse([]).index_extra == ["trace_id"]
+    assert parse(["--index-extra="]).index_extra == [""]
+    assert parse([], {"LOGSVC_INDEX_EXTRA": ""}).index_extra == []
+    assert parse(["--index-extra", "user", "--index-extra", "tenant"]).index_extra == ["user", "tenant"]
+    with pytest.raises(ConfigError, match="index-extra"):
+        parse(["--index-extra", "a-b"])

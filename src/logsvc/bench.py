@@ -162,6 +162,18 @@ class Counter:
         assert row is not None
         return {"p50_s": float(row[0] or 0), "p99_s": float(row[1] or 0), "max_s": float(row[2] or 0)}
 
+    def latency_histogram(self, bucket_s: float = 0.02, buckets: int = 50) -> list[int]:
+        """Records per ``bucket_s``-wide latency bucket; the last bucket holds the rest."""
+        rows = self.conn.execute(
+            f"""SELECT least(floor(extract(epoch FROM stored - created) / %s)::int, %s), count(*)
+                FROM {self.table} WHERE extra @> %s::jsonb GROUP BY 1""",
+            [bucket_s, buckets - 1, self.run],
+        ).fetchall()
+        hist = [0] * buckets
+        for b, n in rows:
+            hist[max(0, int(b))] += int(n)
+        return hist
+
     def close(self) -> None:
         self.conn.close()
 
@@ -550,6 +562,7 @@ def run_seed(args: argparse.Namespace) -> int:
         "stored_records_per_s": round(result.records_per_s),
     }
     result.extra.update({f"latency_{k}": round(v, 4) for k, v in counter.latency().items()})
+    result.extra["latency_histogram_20ms"] = counter.latency_histogram()
     counter.close()
     return report(result, args.json)
 

@@ -104,7 +104,7 @@ class Server:
             max_bytes=settings.batch_max_bytes,
             max_age=settings.batch_max_age,
             retention_days=settings.retention,
-            extra_index_keys=tuple(settings.index_extra),
+            extra_index_keys=tuple(k for k in settings.index_extra if k),
             on_released=self._on_journal_released,
         )
         self.encoder = RowEncoder()

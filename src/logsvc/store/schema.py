@@ -60,11 +60,12 @@ INDEXES: tuple[tuple[str, str], ...] = (
     # tail -f selects by stored time; rows arrive in stored order, so BRIN costs ~nothing.
     ("records_stored_brin", "USING brin (stored)"),
 )
-# An index on an ``extra`` key is the operator's choice (``serve --index-extra KEY``), not a
-# default: measured on the COPY path, a btree on (extra -> 'trace_id') keeps 54-56 % of the
-# rate without it, a hash index 65 % with random ids but 28 % when few distinct values repeat
-# (long hash overflow chains), a GIN on all of extra 49-62 %. Without one, --extra queries
-# are fast when bounded by --since (partition pruning); see docs/query.md.
+# Indexes on ``extra`` keys come from ``serve --index-extra KEY`` (default: trace_id), as
+# btrees on ``extra -> KEY``. Measured on the COPY path alone, such a btree keeps about half
+# of PostgreSQL's rate, but end to end (the service is bound by its own CPU, not by COPY)
+# the trace_id btree keeps ~83 % of the service's ingest rate. A hash index is worse when
+# few distinct values repeat (29 %: long overflow chains); a GIN on all of extra costs
+# 38-62 %. See docs/benchmarks.md.
 _EXTRA_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,40}$")
 
 
