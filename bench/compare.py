@@ -3,15 +3,12 @@
 Usage::
 
     python bench/compare.py --dsn DSN [--records 300000] [--connections 8] [--repeats 3]
-                            [--out bench/results/compare-DATE.json] [--sender logsvc|own]
-    python bench/compare.py flood --port PORT --dsn DSN --schema S [--records N] [--connections C]
-                            [--service-pid PID]          # the minimal sender on its own
+                            [--out bench/results/compare-DATE.json]
 
 The services take turns (baseline, logsvc, baseline, logsvc, ...) so that whatever else the
 machine is doing falls on both alike; each run gets a fresh schema (dropped afterwards) and a
 fresh service process, started here, stderr to a file. The load is ``logsvc bench flood
---json`` (``--sender logsvc``, the default) or this file's own minimal sender (``--sender
-own``: the same frames, the same JSON fields, no progress bar). The figures printed are per
+--json``. The figures printed are per
 run, then the medians and the ratio logsvc/baseline; the raw results go to ``--out`` as JSON
 and a plot next to it as PNG (matplotlib: throughput per run, and emit -> stored latency
 percentiles when the sender reports them).
@@ -27,15 +24,11 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
-import logging
-import logging.handlers
-import multiprocessing
 import os
 import platform
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -53,156 +46,6 @@ SERVICES = ("baseline", "logsvc")
 DEFAULT_DSN = os.environ.get("LOGSVC_BENCH_DSN") or os.environ.get("LOGSVC_TEST_DSN")
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 SEND_CHUNK_BYTES = 256 * 1024
-
-
-# -- the minimal sender (``--sender own``) ----------------------------------------------------
-#
-# The same frames and the same completion rule as ``logsvc bench flood``: every record carries
-# extra run/i, the last one of each connection also "last": true, and the clock stops when
-# PostgreSQL holds every connection's last record (one connection's records commit in order).
-
-
-def _frames(run_id: str, sender: int, count: int) -> bytes:
-    handler = logging.handlers.SocketHandler("localhost", 0)
-    pid = os.getpid()
-    out = []
-    for n in range(count):
-        rec = logging.LogRecord(
-            "bench.flood", logging.INFO, "/srv/app/bench.py", 42, "[%06d] log message %08d", (pid, n), None
-        )
-        rec.funcName = "flood"
-        rec.trace_id = sender
-        rec.run = run_id
-        rec.i = f"{sender}:{n}"
-        if n == count - 1:
-            rec.last = True
-        out.append(handler.makePickle(rec))
-    return b"".join(out)
-
-
-def _sender(port: int, data: bytes, ready: Any, go: Any) -> None:
-    sock = socket.create_connection(("127.0.0.1", port))
-    ready.put(1)
-    go.wait(120)
-    view = memoryview(data)
-    for off in range(0, len(view), SEND_CHUNK_BYTES):
-        sock.sendall(view[off : off + SEND_CHUNK_BYTES])
-    sock.close()
-
-
-def _proc_cpu_s(pid: int | None) -> float:
-    if pid is None:
-        return float("nan")
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rpartition(")")[2].split()
-    except OSError:
-        return float("nan")
-    return (int(fields[11]) + int(fields[12])) / _CLK_TCK  # utime + stime
-
-
-def _proc_hwm_mb(pid: int | None) -> float:
-    if pid is None:
-        return 0.0
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
-def own_flood(
-    port: int, dsn: str, schema: str, records: int, connections: int, pid: int | None, timeout: float
-) -> dict[str, Any]:
-    """Send ``records`` pre-encoded frames over ``connections``; count what the table kept."""
-    run_id = uuid.uuid4().hex[:12]
-    counts = [records // connections + (1 if i < records % connections else 0) for i in range(connections)]
-    counts = [c for c in counts if c]
-    datas = [_frames(run_id, i, c) for i, c in enumerate(counts)]  # before the clock
-    ctx = multiprocessing.get_context("fork")
-    ready: Any = ctx.Queue()
-    go = ctx.Event()
-    procs = [ctx.Process(target=_sender, args=(port, d, ready, go), daemon=True) for d in datas]
-    del datas
-    for p in procs:
-        p.start()
-    for _ in procs:
-        ready.get(timeout=60)
-    table = f"{schema}.records"
-    last = json.dumps({"run": run_id, "last": True})
-    complete = False
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        cpu0 = _proc_cpu_s(pid)
-        start = time.monotonic()
-        go.set()
-        deadline = start + timeout
-        sent_at = None
-        while True:
-            t0 = time.monotonic()
-            row = conn.execute(f"SELECT count(*) FROM {table} WHERE extra @> %s::jsonb", [last]).fetchone()
-            now = time.monotonic()
-            if sent_at is None and not any(p.is_alive() for p in procs):
-                sent_at = now
-            if row and row[0] >= len(counts):
-                complete = True
-                break
-            if now > deadline:
-                break
-            time.sleep(max(0.05, 10 * (now - t0)))  # keep polling under ~10% of a PostgreSQL core
-        end = now
-        cpu = _proc_cpu_s(pid) - cpu0
-        for p in procs:
-            p.join(max(0.1, deadline - time.monotonic()))
-            if p.is_alive():
-                p.kill()
-                p.join(5)
-        tot = conn.execute(
-            f"SELECT count(*), count(DISTINCT extra->>'i') FROM {table} WHERE extra @> %s::jsonb",
-            [json.dumps({"run": run_id})],
-        ).fetchone()
-    assert tot is not None
-    rows, distinct = int(tot[0]), int(tot[1])
-    seconds = end - start
-    sent = sum(counts)
-    return {
-        "mode": "flood",
-        "run_id": run_id,
-        "sent": sent,
-        "stored": distinct,
-        "lost": sent - distinct,
-        "duplicated": rows - distinct,
-        "seconds": seconds,
-        "records_per_s": distinct / seconds if seconds else 0.0,
-        "service_pid": pid,
-        "service_cpu_s": cpu,
-        "cpu_us_per_record": cpu / rows * 1e6 if rows else float("nan"),
-        "service_peak_rss_mb": round(_proc_hwm_mb(pid), 1),
-        "complete": complete,
-        "extra": {
-            "connections": len(counts),
-            "send_seconds": round((sent_at or end) - start, 3),
-            "sender": "bench/compare.py",
-        },
-    }
-
-
-def flood_main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="compare.py flood", description="the minimal flood sender, alone")
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--dsn", default=DEFAULT_DSN, required=DEFAULT_DSN is None)
-    p.add_argument("--schema", required=True)
-    p.add_argument("--records", type=int, default=300_000)
-    p.add_argument("--connections", type=int, default=8)
-    p.add_argument("--service-pid", type=int)
-    p.add_argument("--timeout", type=float, default=600.0)
-    p.add_argument("--json", action="store_true", help="accepted for symmetry; the output is always JSON")
-    a = p.parse_args(argv)
-    r = own_flood(a.port, a.dsn, a.schema, a.records, a.connections, a.service_pid, a.timeout)
-    print(json.dumps(r))
-    return 0 if r["complete"] and r["lost"] == 0 and r["duplicated"] == 0 else 1
 
 
 # -- one run: start a service, flood it, stop it ---------------------------------------------
@@ -223,15 +66,13 @@ def service_cmd(which: str, dsn: str, schema: str, workdir: Path, serve_args: li
     ]  # fmt: skip
 
 
-def sender_cmd(sender: str, port: int, dsn: str, schema: str, a: argparse.Namespace, pid: int) -> list[str]:
-    common = [
+def sender_cmd(port: int, dsn: str, schema: str, a: argparse.Namespace, pid: int) -> list[str]:
+    return [
+        str(VENV_BIN / "logsvc"), "bench", "flood",
         "--port", str(port), "--dsn", dsn, "--schema", schema,
         "--records", str(a.records), "--connections", str(a.connections),
         "--service-pid", str(pid), "--timeout", str(a.timeout), "--json",
     ]  # fmt: skip
-    if sender == "logsvc":
-        return [str(VENV_BIN / "logsvc"), "bench", "flood", *common]
-    return [sys.executable, str(Path(__file__).resolve()), "flood", *common]
 
 
 def _wait_listening(proc: subprocess.Popen[bytes], log: Path, timeout: float) -> int:
@@ -278,7 +119,7 @@ def _parse_json(stdout: str) -> dict[str, Any] | None:
     return None
 
 
-def one_run(which: str, repeat: int, a: argparse.Namespace, sender: str, tag: str) -> dict[str, Any]:
+def one_run(which: str, repeat: int, a: argparse.Namespace, tag: str) -> dict[str, Any]:
     schema = f"cmp_{tag}_{which[:4]}_{repeat}"
     workdir = Path(tempfile.mkdtemp(prefix=f"compare-{which}-"))
     log = workdir / "service.stderr"
@@ -288,7 +129,7 @@ def one_run(which: str, repeat: int, a: argparse.Namespace, sender: str, tag: st
         proc = subprocess.Popen(cmd, stdout=err, stderr=err, stdin=subprocess.DEVNULL, cwd=workdir)
     try:
         port = _wait_listening(proc, log, 60)
-        scmd = sender_cmd(sender, port, a.dsn, schema, a, proc.pid)
+        scmd = sender_cmd(port, a.dsn, schema, a, proc.pid)
         out["sender_cmd"] = scmd
         out["load_before"] = os.getloadavg()[0]
         try:
@@ -412,16 +253,6 @@ def plot(runs: list[dict[str, Any]], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def _sender_available() -> bool:
-    try:
-        r = subprocess.run(
-            [str(VENV_BIN / "logsvc"), "bench", "flood", "--help"], capture_output=True, timeout=60
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return r.returncode == 0
-
-
 def compare_main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument(
@@ -433,12 +264,6 @@ def compare_main(argv: list[str]) -> int:
     p.add_argument("--records", type=int, default=300_000, help="records per run (default: 300,000)")
     p.add_argument("--connections", type=int, default=8, help="sending connections (default: 8)")
     p.add_argument("--repeats", type=int, default=3, help="runs per service, alternating (default: 3)")
-    p.add_argument(
-        "--sender",
-        choices=("auto", "logsvc", "own"),
-        default="auto",
-        help="logsvc bench flood, or this file's minimal sender (default: logsvc if it exists)",
-    )
     p.add_argument(
         "--serve-arg",
         action="append",
@@ -453,23 +278,20 @@ def compare_main(argv: list[str]) -> int:
     p.add_argument("--keep", action="store_true", help="keep each run's schema and work dir")
     a = p.parse_args(argv)
 
-    sender = a.sender
-    if sender == "auto":
-        sender = "logsvc" if _sender_available() else "own"
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = a.out or ROOT / "bench" / "results" / f"compare-{stamp}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     tag = uuid.uuid4().hex[:6]
     print(
         f"compare: {a.repeats} x (baseline, logsvc), {a.records:,} records over {a.connections} connections,"
-        f" sender={sender}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}",
+        f" {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}",
         flush=True,
     )
     runs: list[dict[str, Any]] = []
     t0 = time.monotonic()
     for rep in range(a.repeats):
         for which in SERVICES:
-            r = one_run(which, rep, a, sender, tag)
+            r = one_run(which, rep, a, tag)
             runs.append(r)
             if "result" in r:
                 x = r["result"]
@@ -503,7 +325,6 @@ def compare_main(argv: list[str]) -> int:
             "records": a.records,
             "connections": a.connections,
             "repeats": a.repeats,
-            "sender": sender,
             "serve_args": a.serve_arg,
         },
         "wall_seconds": round(time.monotonic() - t0, 1),
@@ -525,8 +346,6 @@ def compare_main(argv: list[str]) -> int:
 
 
 def main() -> int:
-    if sys.argv[1:2] == ["flood"]:
-        return flood_main(sys.argv[2:])
     return compare_main(sys.argv[1:])
 
 
