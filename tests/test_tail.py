@@ -31,6 +31,10 @@ class Tail:
         with open(out, "wb") as f, open(out.with_suffix(".err"), "wb") as err:
             self.proc = subprocess.Popen(cmd, stdout=f, stderr=err, stdin=subprocess.DEVNULL)
 
+    def following(self) -> bool:
+        """True once tail has listened, printed its first look and started following."""
+        return "following new records" in self.out.with_suffix(".err").read_text()
+
     def records(self) -> list[dict[str, Any]]:
         text = self.out.read_text()
         return [json.loads(line) for line in text.splitlines() if line.endswith("}")]
@@ -85,7 +89,7 @@ def test_tail_f_prints_records_committed_after_it_started_within_a_second(
     try:
         wait_for(lambda: len(tail.records()) == 2, 30, "the last 2 records")
         assert [r["seq"] for r in tail.records()] == [2, 3]
-        time.sleep(0.3)  # LISTEN was issued before the first look; this only settles the process
+        wait_for(tail.following, 30, "tail to start following")
         clients = start_clients(service.port, procs=2, count=25, run="live")
         join_clients(clients, 30)
 
@@ -110,7 +114,7 @@ def test_tail_f_latency_from_commit_to_output(
 ) -> None:
     tail = Tail(tmp_path / "tail.out", dsn, schema, "-n", "0", "--format", "json", "--poll-interval", "30")
     try:
-        time.sleep(1.0)  # let it connect and LISTEN (nothing to print first)
+        wait_for(tail.following, 30, "tail to start following")
         delays = []
         for i in range(3):
             clients = start_clients(service.port, procs=1, count=1, run=f"r{i}")
@@ -134,7 +138,7 @@ def test_tail_f_falls_back_to_polling_without_notifications(tmp_path: Path, dsn:
         conn.execute(sch.partitions_sql(schema, _dt.datetime.now(_dt.UTC).date()))
     tail = Tail(tmp_path / "tail.out", dsn, schema, "--format", "json", "--poll-interval", "0.3")
     try:
-        time.sleep(1.0)
+        wait_for(tail.following, 30, "tail to start following")
         _insert(dsn, schema, range(1, 6), logger="polled")
         wait_for(lambda: len(tail.records()) == 5, 10, "5 polled records")
         time.sleep(1.0)  # more looks must not print them again

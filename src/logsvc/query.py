@@ -721,6 +721,9 @@ def _tail(args: argparse.Namespace) -> int:
             printer.records(follower.start(lines))
             if not args.follow:
                 return 0
+            print(
+                f"logsvc: following new records in {s}.records (Ctrl-C to stop)", file=sys.stderr, flush=True
+            )
             while True:
                 # Wake at a notification or after the poll interval, whichever comes first;
                 # notifications that piled up meanwhile are taken too (timeout 0 means one
