@@ -66,3 +66,18 @@ def test_conns_smoke_holds_every_connection_open(service: Service) -> None:
 def test_flood_null_measures_the_senders_alone() -> None:
     r = bench("flood", "--null", "--records", "5000", "--connections", "2")
     assert r["mode"] == "flood-null" and r["stored"] == 5000 and r["records_per_s"] > 0
+
+
+def test_bench_without_a_service_says_so_in_one_line(dsn: str, schema: str) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound, never listening: connections are refused
+        out = subprocess.run(
+            [sys.executable, "-m", "logsvc", "bench", "flood", "--port", str(port), "--dsn", dsn,
+             "--schema", schema, "--records", "10"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert out.returncode == 1
+    assert out.stderr.startswith("logsvc: nothing answers on 127.0.0.1:") and "Traceback" not in out.stderr

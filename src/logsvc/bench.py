@@ -33,6 +33,7 @@ import logging.config
 import logging.handlers
 import multiprocessing
 import os
+import queue
 import random
 import resource
 import socket
@@ -46,7 +47,7 @@ from typing import Any
 import psycopg
 
 from logsvc import config
-from logsvc.errors import ConfigError
+from logsvc.errors import ConfigError, LogsvcError
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 SEND_CHUNK_BYTES = 256 * 1024
@@ -131,7 +132,10 @@ class Counter:
         self.table = f"{check_identifier(schema)}.records"
         self.run = json.dumps({"run": run_id})
         self.last = json.dumps({"run": run_id, "last": True})
-        self.conn = psycopg.connect(dsn, autocommit=True)
+        try:
+            self.conn = psycopg.connect(dsn, autocommit=True)
+        except psycopg.OperationalError as exc:
+            raise LogsvcError(f"cannot connect to PostgreSQL to count the run: {exc}") from None
 
     def finished_senders(self) -> int:
         try:
@@ -352,8 +356,19 @@ def _start_senders(
     ]
     for p in procs:
         p.start()
-    for _ in procs:
-        ready.get(timeout=600)  # every sender has encoded its frames and connected
+    # Every sender encodes its frames and connects before the clock starts; one that dies
+    # (nothing listening, say) must not leave us waiting.
+    deadline = time.monotonic() + 600
+    waiting = len(procs)
+    while waiting:
+        try:
+            ready.get(timeout=1)
+            waiting -= 1
+        except queue.Empty:
+            if any(p.exitcode not in (None, 0) for p in procs) or time.monotonic() > deadline:
+                for p in procs:
+                    p.kill()
+                raise LogsvcError(f"a sender could not start or connect to {host}:{port}") from None
     return procs, go
 
 
@@ -367,6 +382,16 @@ def _join(procs: list[multiprocessing.process.BaseProcess], timeout: float) -> N
             p.join(5)
 
 
+def _check_listening(host: str, port: int) -> None:
+    try:
+        socket.create_connection((host, port), timeout=5).close()
+    except OSError as exc:
+        raise LogsvcError(
+            f"nothing answers on {host}:{port} ({exc.strerror or exc}); "
+            "start `logsvc serve` or give --host/--port"
+        ) from None
+
+
 def _split(total: int, parts: int) -> list[int]:
     return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
 
@@ -376,6 +401,7 @@ def run_flood(args: argparse.Namespace) -> int:
     counts = [c for c in _split(args.records, args.connections) if c]
     if args.null:
         return _flood_null(args, run_id, counts)
+    _check_listening(args.host, args.port)
     settings = config.resolve(args)
     dsn = config.conninfo(settings)
     pid = args.service_pid or pid_listening_on(args.port)
@@ -523,6 +549,7 @@ def _seed_task(idx: int) -> int:
 
 def run_seed(args: argparse.Namespace) -> int:
     run_id = uuid.uuid4().hex[:12]
+    _check_listening(args.host, args.port)
     settings = config.resolve(args)
     dsn = config.conninfo(settings)
     pid = args.service_pid or pid_listening_on(args.port)
@@ -572,6 +599,7 @@ def run_seed(args: argparse.Namespace) -> int:
 
 def run_conns(args: argparse.Namespace) -> int:
     run_id = uuid.uuid4().hex[:12]
+    _check_listening(args.host, args.port)
     settings = config.resolve(args)
     dsn = config.conninfo(settings)
     _raise_nofile(args.connections + 256)
@@ -632,7 +660,8 @@ def add_parser(sub: Any) -> None:
     bench = sub.add_parser(
         "bench",
         help="load a running logsvc and count what it stored",
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        description="Load a running logsvc (or anything speaking the SocketHandler protocol into a "
+        "records table) and count what PostgreSQL kept: sent, stored, lost, duplicated.",
     )
     modes = bench.add_subparsers(dest="mode", metavar="MODE", required=True)
 
