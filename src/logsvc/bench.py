@@ -392,6 +392,14 @@ def _check_listening(host: str, port: int) -> None:
         ) from None
 
 
+def _attach(args: argparse.Namespace, run_id: str) -> tuple[ProcessWatch, Counter]:
+    """Check the service answers, find its pid, and open the counting connection."""
+    _check_listening(args.host, args.port)
+    settings = config.resolve(args)
+    watch = ProcessWatch(args.service_pid or pid_listening_on(args.port))
+    return watch, Counter(config.conninfo(settings), settings.schema, run_id)
+
+
 def _split(total: int, parts: int) -> list[int]:
     return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
 
@@ -401,12 +409,8 @@ def run_flood(args: argparse.Namespace) -> int:
     counts = [c for c in _split(args.records, args.connections) if c]
     if args.null:
         return _flood_null(args, run_id, counts)
-    _check_listening(args.host, args.port)
-    settings = config.resolve(args)
-    dsn = config.conninfo(settings)
-    pid = args.service_pid or pid_listening_on(args.port)
-    watch = ProcessWatch(pid)
-    counter = Counter(dsn, settings.schema, run_id)
+    watch, counter = _attach(args, run_id)
+    pid = watch.pid
     result = Result("flood", run_id, sent=sum(counts), service_pid=pid)
     procs, go = _start_senders(_flood_sender, args.host, args.port, run_id, counts)
     update, stop = _progress(len(counts), "senders finished", args.json)
@@ -549,12 +553,8 @@ def _seed_task(idx: int) -> int:
 
 def run_seed(args: argparse.Namespace) -> int:
     run_id = uuid.uuid4().hex[:12]
-    _check_listening(args.host, args.port)
-    settings = config.resolve(args)
-    dsn = config.conninfo(settings)
-    pid = args.service_pid or pid_listening_on(args.port)
-    watch = ProcessWatch(pid)
-    counter = Counter(dsn, settings.schema, run_id)
+    watch, counter = _attach(args, run_id)
+    pid = watch.pid
     ctx = multiprocessing.get_context("fork")
     update, stop = _progress(args.tasks, "tasks finished", args.json)
     watch.start()
@@ -599,13 +599,9 @@ def run_seed(args: argparse.Namespace) -> int:
 
 def run_conns(args: argparse.Namespace) -> int:
     run_id = uuid.uuid4().hex[:12]
-    _check_listening(args.host, args.port)
-    settings = config.resolve(args)
-    dsn = config.conninfo(settings)
     _raise_nofile(args.connections + 256)
-    pid = args.service_pid or pid_listening_on(args.port)
-    watch = ProcessWatch(pid)
-    counter = Counter(dsn, settings.schema, run_id)
+    watch, counter = _attach(args, run_id)
+    pid = watch.pid
     nsend = max(1, round(args.connections * args.senders)) if args.senders > 0 else 0
     socks: list[socket.socket] = []
     watch.start()
