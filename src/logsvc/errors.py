@@ -32,6 +32,17 @@ class ProtocolError(LogsvcError):
     reason = "malformed"
 
 
+class RecordRejected(LogsvcError):
+    """One record (a JSON line, a syslog message, a datagram) cannot be accepted.
+
+    Unlike ``ProtocolError`` the stream is still in step: the bad record is counted under
+    ``reason`` and skipped, and the connection's following records are read as usual. Only
+    formats whose framing survives a bad record (one line, one datagram) raise this.
+    """
+
+    reason = "bad_record"
+
+
 class JournalCorrupt(LogsvcError):
     """A journal block failed its checksum or its framing; see ``reason``."""
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import enum
 from typing import Final, Protocol
 
-from logsvc.errors import ProtocolError
+from logsvc.errors import ProtocolError, RecordRejected
 from logsvc.record import RecordDict
 from logsvc.wire.buffer import ReceiveBuffer
 
@@ -107,6 +107,8 @@ class Decoder:
             ProtocolError: on any bad input (``reason`` says which), including ``truncated``
                 for a partial frame at EOF. The decoder then stays in the ERROR state and
                 raises again on every call.
+            RecordRejected: one frame was bad but the stream is still in step (a JSON line
+                that is not an object, say); the frame is consumed and the next call goes on.
         """
         if self._state is _State.ERROR:
             assert self._error is not None
@@ -121,6 +123,8 @@ class Decoder:
                     )
                 return NEED_DATA
             return self.format.parse(frame)
+        except RecordRejected:
+            raise  # that one record is skipped; the stream is still in step
         except ProtocolError as exc:
             self._fail(exc)
             raise
