@@ -13,6 +13,7 @@ the file are all derived from it, so they cannot drift apart.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import tomllib
 from collections.abc import Callable, Mapping
@@ -57,7 +58,18 @@ def parse_duration(text: str) -> float:
     return value
 
 
-def parse_listen(text: str) -> tuple[str, int]:
+def parse_listen(text: str) -> tuple[str, int] | str:
+    """``parse_hostport``, or ``"unix:/run/logsvc.sock"`` -> the path of a Unix-domain socket."""
+    s = str(text).strip()
+    if s.startswith("unix:"):
+        path = s.removeprefix("unix:")
+        if not path:
+            raise ConfigError(f"listen address {text!r}: give the socket's path, as in unix:/run/logsvc.sock")
+        return path
+    return parse_hostport(s)
+
+
+def parse_hostport(text: str) -> tuple[str, int]:
     """``"127.0.0.1:5000"``, ``"[::1]:5000"``, ``":5000"`` (all interfaces) -> (host, port)."""
     s = str(text).strip()
     host, sep, port = s.rpartition(":")
@@ -77,6 +89,32 @@ def parse_fsync(text: str) -> str:
     if text not in FSYNC_POLICIES:
         raise ConfigError(f"fsync policy {text!r} must be one of: {', '.join(FSYNC_POLICIES)}")
     return text
+
+
+def parse_cidr(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """``"10.0.0.0/8"``, ``"127.0.0.1"`` (one address), ``"::1/128"`` -> a network."""
+    try:
+        return ipaddress.ip_network(str(text).strip(), strict=False)
+    except ValueError:
+        raise ConfigError(f"{text!r} is not an address or CIDR network (examples: 10.0.0.0/8, ::1)") from None
+
+
+def parse_mode(text: str) -> int:
+    """``"660"`` / ``"0o660"`` (octal file permissions) -> int."""
+    try:
+        value = int(str(text).strip().removeprefix("0o"), 8)
+    except ValueError:
+        raise ConfigError(f"{text!r} is not an octal file mode (example: 660)") from None
+    if not 0 <= value <= 0o777:
+        raise ConfigError(f"file mode {text!r} must be between 000 and 777")
+    return value
+
+
+def parse_file(text: str) -> Path:
+    path = Path(str(text)).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"{text!r} is not a readable file")
+    return path
 
 
 def parse_positive_int(text: str) -> int:
@@ -109,10 +147,59 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "listen",
         parse_listen,
-        "address to accept SocketHandler connections on; "
-        "repeatable; all interfaces must be asked for explicitly (0.0.0.0:5000)",
+        "address to accept SocketHandler connections on, or unix:PATH for a Unix-domain socket "
+        "(SocketHandler(PATH, None)); repeatable; all interfaces must be asked for explicitly (0.0.0.0:5000)",
         "HOST:PORT",
         True,
+    ),
+    Option(
+        "listen_tls",
+        parse_hostport,
+        "like --listen, but TLS-encrypted (needs --tls-cert and --tls-key); repeatable",
+        "HOST:PORT",
+        True,
+    ),
+    Option("tls_cert", parse_file, "PEM certificate chain of the TLS listeners", "FILE"),
+    Option("tls_key", parse_file, "PEM private key of --tls-cert", "FILE"),
+    Option(
+        "tls_client_ca",
+        parse_file,
+        "PEM CA bundle: TLS clients must present a certificate it signed (mutual TLS)",
+        "FILE",
+    ),
+    Option(
+        "unix_mode",
+        parse_mode,
+        "file permissions of --listen unix:PATH sockets, the access control for them",
+        "MODE",
+    ),
+    Option(
+        "allow",
+        parse_cidr,
+        "accept TCP clients only from this address or network; repeatable; default: anyone who can "
+        "reach the listener",
+        "CIDR",
+        True,
+    ),
+    Option(
+        "max_connections",
+        parse_positive_int,
+        "client connections open at once; more are closed at accept (and counted)",
+        "N",
+    ),
+    Option(
+        "idle_timeout",
+        parse_duration,
+        "close a client connection that sent nothing for this long (0: never). Stock "
+        "SocketHandler clients reconnect by themselves but lose the record they send into the "
+        "closed connection, so keep it longer than your quietest client's pause",
+        "DURATION",
+    ),
+    Option(
+        "frame_timeout",
+        parse_duration,
+        "close a client that holds a started but unfinished record frame this long (slowloris; 0: never)",
+        "DURATION",
     ),
     Option(
         "dsn",
@@ -179,7 +266,18 @@ OPTIONS: tuple[Option, ...] = (
 
 @dataclass(slots=True)
 class Settings:
-    listen: list[tuple[str, int]] = field(default_factory=lambda: [("127.0.0.1", 5000)])
+    listen: list[tuple[str, int] | str] = field(default_factory=lambda: [("127.0.0.1", 5000)])
+    listen_tls: list[tuple[str, int]] = field(default_factory=list)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    unix_mode: int = 0o660
+    allow: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = field(default_factory=list)
+    # Within the default open-file limit of most systems once raised to the hard limit.
+    max_connections: int = 10_000
+    # Long: a stock SocketHandler loses the record it sends into a connection we closed.
+    idle_timeout: float = 3600.0
+    frame_timeout: float = 60.0
     dsn: str | None = None
     data_dir: Path = Path("logsvc-data")
     schema: str = "logsvc"
@@ -220,7 +318,8 @@ def add_arguments(parser: argparse.ArgumentParser, only: tuple[str, ...] | None 
             continue
         flag = "--" + opt.name.replace("_", "-")
         env = "LOGSVC_" + opt.name.upper()
-        default = _show(getattr(defaults, opt.name))
+        default = f"{defaults.unix_mode:o}" if opt.name == "unix_mode" else _show(getattr(defaults, opt.name))
+        default = default or "none"
         parser.add_argument(
             flag,
             dest=opt.name,
@@ -276,6 +375,10 @@ def resolve(args: argparse.Namespace, environ: Mapping[str, str] | None = None) 
             }[source]
             raise ConfigError(f"{where}: {exc}") from None
         setattr(settings, opt.name, value)
+    if settings.listen_tls and (settings.tls_cert is None or settings.tls_key is None):
+        raise ConfigError("--listen-tls needs --tls-cert and --tls-key")
+    if (settings.tls_cert or settings.tls_key or settings.tls_client_ca) and not settings.listen_tls:
+        raise ConfigError("--tls-cert/--tls-key/--tls-client-ca are given but no --listen-tls address")
     if settings.journal_max_bytes < 2 * settings.journal_segment_bytes:
         # The active segment is never deleted, so a cap below two segments could keep the
         # journal "full" forever even with everything shipped.

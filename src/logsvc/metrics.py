@@ -22,7 +22,12 @@ class Metrics:
     connections_accepted: int = 0
     connections_open: int = 0
     connections_closed: Counter[str] = field(default_factory=Counter)  # by reason
+    # Closed at accept, by reason: not_allowed, too_many_connections, accept_error.
+    connections_refused: Counter[str] = field(default_factory=Counter)
     frames_rejected: Counter[str] = field(default_factory=Counter)  # by ProtocolError.reason
+    # One bad record skipped in a stream that stays in step, by (listener kind, reason).
+    records_rejected: Counter[tuple[str, str]] = field(default_factory=Counter)
+    journal_write_errors: int = 0  # appends that failed (disk full, I/O error) and were retried
     placeholders: int = 0  # objects in `extra` the restricted unpickler refused to build
     batches_committed: int = 0
     batches_failed: Counter[str] = field(default_factory=Counter)  # by StoreError.reason

@@ -19,6 +19,16 @@ Theory of operation
   stop being read: the kernel buffers fill and TCP pushes back on the clients. Reading
   resumes once shipped segments are released. Nothing is dropped.
 * A bad frame closes only its connection (counted by reason, logged once with the peer).
+* If a journal append fails (disk full, I/O error) the rows stay in memory, unchanged (their
+  seqs are already in them), reads from clients stop as for a full journal, and the append
+  is retried every second until it succeeds. Nothing that was read is dropped.
+* Access control happens at accept: ``--allow`` networks, ``--max-connections``. Timeouts are
+  one sweep a second over all connections (cheaper than a timer per read at 10k clients):
+  idle (nothing received for ``idle_timeout``) and slow (a started frame not finished within
+  ``frame_timeout``: slowloris). Every refusal and close is counted by reason.
+* TLS listeners do a non-blocking handshake on the same loop. With edge-triggered epoll the
+  SSL object's own buffer matters: a record may be decrypted and waiting in OpenSSL while the
+  socket has nothing, so reads go on until ``SSLWantReadError``, never until "epoll is quiet".
 * SIGTERM/SIGINT: close the listeners, read what every client already sent, journal it,
   ship everything within ``shutdown_timeout``, exit. A second signal exits at once; the
   journal keeps whatever was not shipped for the next start.
@@ -29,17 +39,22 @@ Theory of operation
 from __future__ import annotations
 
 import errno
+import ipaddress
 import logging
+import os
 import resource
 import signal
 import socket
+import ssl
+import stat
+import struct
 import time
 from functools import partial
 from pathlib import Path
 
 from logsvc import loop as _loop
 from logsvc.config import Settings
-from logsvc.errors import ProtocolError
+from logsvc.errors import ConfigError, ProtocolError, RecordRejected
 from logsvc.journal import Journal
 from logsvc.metrics import Metrics
 from logsvc.store.copyfmt import RowEncoder
@@ -62,25 +77,65 @@ LISTEN_BACKLOG = 1024
 ACCEPT_RETRY_S = 1.0
 # On shutdown, bytes still read from one client before it is closed.
 SHUTDOWN_READ_BYTES = 16 << 20
+# After a failed journal append (disk full), how often it is tried again.
+JOURNAL_RETRY_S = 1.0
+# Descriptors the service needs besides its clients: journal segments, PostgreSQL, epoll,
+# listeners, the embedded server's pipes, logging.
+RESERVED_FDS = 64
+# Refusals at accept are logged at most this often (a flood must not flood the log).
+REFUSAL_LOG_INTERVAL_S = 10.0
+_PEERCRED = struct.Struct("3i")
 
 # Errno values that mean "the peer went away": close quietly (tornado _ERRNO_CONNRESET).
 _QUIET_ERRNOS = frozenset({errno.ECONNRESET, errno.ECONNABORTED, errno.EPIPE, errno.ETIMEDOUT})
 _ACCEPT_RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 _EV_READ = _loop.EPOLLIN | _loop.EPOLLRDHUP | _loop.EPOLLET
+# TLS may need to write (handshake, key updates) when we only want to read: also wait for
+# EPOLLOUT. Edge-triggered, it fires only when the send buffer turns writable, which is rare.
+_EV_TLS = _EV_READ | _loop.EPOLLOUT
+
+
+class Listener:
+    """A listening socket and what its connections speak."""
+
+    __slots__ = ("kind", "name", "sock", "tls", "unix_path")
+
+    def __init__(
+        self, sock: socket.socket, kind: str, name: str, tls: ssl.SSLContext | None, unix_path: str | None
+    ) -> None:
+        self.sock = sock
+        self.kind = kind  # the format label in logs and metrics: "pickle", ...
+        self.name = name
+        self.tls = tls
+        self.unix_path = unix_path
 
 
 class Connection:
     """One client socket and its decoder. Reads are driven by the server."""
 
-    __slots__ = ("closed", "decoder", "fd", "peer", "sock")
+    __slots__ = (
+        "closed",
+        "decoder",
+        "fd",
+        "handshaking",
+        "kind",
+        "last_active",
+        "partial_since",
+        "peer",
+        "sock",
+    )
 
-    def __init__(self, sock: socket.socket, peer: str, max_frame_bytes: int) -> None:
+    def __init__(self, sock: socket.socket, peer: str, kind: str, decoder: Decoder, now: float) -> None:
         self.sock = sock
         self.fd = sock.fileno()
         self.peer = peer
-        self.decoder = Decoder(LengthPrefixFramer(max_frame_bytes=max_frame_bytes), PickleFormat())
+        self.kind = kind
+        self.decoder = decoder
         self.closed = False
+        self.handshaking = isinstance(sock, ssl.SSLSocket)
+        self.last_active = now  # monotonic time of the last byte received (or of accept)
+        self.partial_since = 0.0  # monotonic time a started frame has been waiting since; 0: none
 
 
 class Server:
@@ -108,13 +163,20 @@ class Server:
             on_released=self._on_journal_released,
         )
         self.encoder = RowEncoder()
-        self.listeners: list[socket.socket] = []
+        self.listeners: list[Listener] = []
         self.addresses: list[tuple[str, int]] = []
         self.conns: dict[int, Connection] = {}
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         self._paused: dict[int, Connection] = {}
-        self._backpressure = False
+        self._backpressure = False  # the journal is over journal_max_bytes
+        self._journal_error: OSError | None = None  # the last append failed; retrying
+        self._journal_error_since = 0.0
+        self._hold = False  # either of the two: do not read from clients
+        self._allow = settings.allow
+        self._max_connections = settings.max_connections
+        self._refusals_logged = 0.0
+        self._tls: ssl.SSLContext | None = None
         self._stopping = False
         self._done = False
         self._recv_buf = bytearray(RECV_CHUNK_BYTES)
@@ -140,8 +202,16 @@ class Server:
             log.error(
                 "Journal: corrupt range %s bytes %d-%d skipped, %d records lost.", path, start, end, lost
             )
-        for host, port in self.settings.listen:
-            self._listen(host, port)
+        self._max_connections = _check_nofile_limit(_raise_nofile_limit(), self.settings.max_connections)
+        if self.settings.listen_tls:
+            self._tls = make_tls_context(self.settings)
+        for where in self.settings.listen:
+            if isinstance(where, str):
+                self._listen_unix(where)
+            else:
+                self._listen(*where)
+        for host, port in self.settings.listen_tls:
+            self._listen(host, port, tls=self._tls)
         r = self.reactor
         r.add_before_poll(self._flush_pending)
         r.add_signal_handler(signal.SIGTERM, self._on_stop_signal)
@@ -150,6 +220,8 @@ class Server:
             r.call_later(self.settings.fsync_interval, self._fsync_tick)
         if self.settings.stats_interval > 0:
             r.call_later(self.settings.stats_interval, self._stats_tick)
+        if self.settings.idle_timeout > 0 or self.settings.frame_timeout > 0:
+            r.call_later(self._sweep_interval(), self._sweep)
         self.sink.start()
 
     def run(self) -> int:
@@ -160,40 +232,79 @@ class Server:
             self._close_all()
         return 0
 
-    def _listen(self, host: str, port: int) -> None:
+    def _listen(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
         sock.listen(LISTEN_BACKLOG)
         sock.setblocking(False)
-        self.listeners.append(sock)
         addr = sock.getsockname()[:2]
         self.addresses.append(addr)
-        self.reactor.register(
-            sock.fileno(), _loop.EPOLLIN | _loop.EPOLLET, lambda ev: self._handle_accept(sock)
-        )
         shown = f"[{addr[0]}]:{addr[1]}" if family == socket.AF_INET6 else f"{addr[0]}:{addr[1]}"
-        log.info("Listening on %s (SocketHandler pickle frames).", shown)
+        self._add_listener(Listener(sock, "pickle", shown, tls, None))
+        what = "TLS, SocketHandler pickle frames" if tls else "SocketHandler pickle frames"
+        log.info("Listening on %s (%s).", shown, what)
+
+    def _listen_unix(self, path: str) -> None:
+        _remove_stale_socket(path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        # The mode is the access control: no moment where the socket exists with wider rights.
+        old_umask = os.umask(0o777 & ~self.settings.unix_mode)
+        try:
+            sock.bind(path)
+        finally:
+            os.umask(old_umask)
+        os.chmod(path, self.settings.unix_mode)
+        sock.listen(LISTEN_BACKLOG)
+        sock.setblocking(False)
+        self._add_listener(Listener(sock, "pickle", f"unix:{path}", None, path))
+        log.info(
+            "Listening on unix:%s (mode %o; SocketHandler(%r, None) pickle frames).",
+            path,
+            self.settings.unix_mode,
+            path,
+        )
+
+    def _add_listener(self, listener: Listener) -> None:
+        self.listeners.append(listener)
+        self.reactor.register(
+            listener.sock.fileno(), _loop.EPOLLIN | _loop.EPOLLET, lambda ev: self._handle_accept(listener)
+        )
+
+    def _close_listeners(self) -> None:
+        for lst in self.listeners:
+            self.reactor.unregister(lst.sock.fileno())
+            lst.sock.close()
+            if lst.unix_path is not None:
+                try:
+                    os.unlink(lst.unix_path)
+                except OSError:
+                    pass
+        self.listeners.clear()
 
     # -- accepting -------------------------------------------------------------------------
 
-    def _handle_accept(self, listener: socket.socket) -> None:
+    def _handle_accept(self, listener: Listener) -> None:
         # Edge-triggered: accept until EAGAIN, "there may be multiple connections waiting"
         # (asyncio selector_events.py L159-172).
-        while not self._stopping:
+        lsock = listener.sock
+        while not self._stopping and listener in self.listeners:
             try:
-                sock, addr = listener.accept()
+                sock, addr = lsock.accept()
             except BlockingIOError:
                 return
             except InterruptedError:
                 continue
             except OSError as exc:
                 if exc.errno in _ACCEPT_RESOURCE_ERRNOS:
+                    self.metrics.connections_refused["accept_error"] += 1
                     log.error(
-                        "Cannot accept on %s: %s; pausing accept for %.0f s.",
-                        listener.getsockname(),
+                        "Cannot accept on %s: %s (%d connections open; see the open-file limit "
+                        "in the start-up log); pausing accept for %.0f s.",
+                        listener.name,
                         exc.strerror,
+                        len(self.conns),
                         ACCEPT_RETRY_S,
                     )
                     self.reactor.call_later(ACCEPT_RETRY_S, lambda: self._handle_accept(listener))
@@ -201,16 +312,58 @@ class Server:
                 if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
                     continue  # the client gave up while queued
                 raise
-            sock.setblocking(False)
+            self._accepted(listener, sock, addr)
+
+    def _accepted(self, listener: Listener, sock: socket.socket, addr: object) -> None:
+        if sock.family == socket.AF_UNIX:
+            peer = _unix_peer(sock)
+        else:
+            assert isinstance(addr, tuple)
             peer = f"[{addr[0]}]:{addr[1]}" if sock.family == socket.AF_INET6 else f"{addr[0]}:{addr[1]}"
-            conn = Connection(sock, peer, self.settings.max_frame_bytes)
-            self.conns[conn.fd] = conn
-            self.metrics.connections_accepted += 1
-            self.metrics.connections_open += 1
-            self.reactor.register(conn.fd, _EV_READ, self._reader(conn))
-            # Data may have arrived before registration; with EPOLLET that is an edge we
-            # never saw. Read once now.
-            self.reactor.call_soon(partial(self._handle_read, conn))
+            if self._allow and not _allowed(addr[0], self._allow):
+                self._refuse(sock, peer, "not_allowed", "not in --allow")
+                return
+        if len(self.conns) >= self._max_connections:
+            why = f"--max-connections {self._max_connections} reached"
+            self._refuse(sock, peer, "too_many_connections", why)
+            return
+        sock.setblocking(False)
+        if listener.tls is not None:
+            try:
+                sock = listener.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+            except (ssl.SSLError, OSError) as exc:
+                self._refuse(sock, peer, "tls_error", f"TLS set-up failed: {exc}")
+                return
+        conn = Connection(sock, peer, listener.kind, self._new_decoder(listener.kind), time.monotonic())
+        self.conns[conn.fd] = conn
+        self.metrics.connections_accepted += 1
+        self.metrics.connections_open += 1
+        self.reactor.register(conn.fd, _EV_TLS if conn.handshaking else _EV_READ, self._reader(conn))
+        # Data may have arrived before registration; with EPOLLET that is an edge we
+        # never saw. Read (or shake hands) once now.
+        self.reactor.call_soon(partial(self._handle_read, conn))
+
+    def _new_decoder(self, kind: str) -> Decoder:
+        return Decoder(LengthPrefixFramer(max_frame_bytes=self.settings.max_frame_bytes), PickleFormat())
+
+    def _refuse(self, sock: socket.socket, peer: str, reason: str, why: str) -> None:
+        self.metrics.connections_refused[reason] += 1
+        try:
+            # An RST rather than a FIN: the client learns at once, and no TIME_WAIT is left here.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+        sock.close()
+        now = time.monotonic()
+        if now - self._refusals_logged >= REFUSAL_LOG_INTERVAL_S:
+            self._refusals_logged = now
+            log.warning(
+                "Refused %s: %s (refused so far: %s; logged at most every %.0f s).",
+                peer,
+                why,
+                dict(self.metrics.connections_refused),
+                REFUSAL_LOG_INTERVAL_S,
+            )
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -223,8 +376,10 @@ class Server:
     def _handle_read(self, conn: Connection, budget: int = READ_BUDGET_BYTES) -> None:
         if conn.closed:
             return
-        if self._backpressure:
+        if self._hold:
             self._paused[conn.fd] = conn
+            return
+        if conn.handshaking and not self._handshake(conn):
             return
         sock, view, dec = conn.sock, self._recv_view, conn.decoder
         eof = False
@@ -232,13 +387,22 @@ class Server:
         while nread < budget:
             try:
                 n = sock.recv_into(view)
-            except BlockingIOError:
+            except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                # For TLS: OpenSSL's buffer is empty too (we read until it said so), so the
+                # next epoll edge is the signal to go on. SSLWantWrite: a key update wants to
+                # write; EPOLLOUT is registered for TLS connections.
                 break
             except InterruptedError:
                 continue
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                eof = True
+                break
             except OSError as exc:
                 self._decode(conn, time.time())
-                self._close(conn, "reset" if exc.errno in _QUIET_ERRNOS else "error", exc)
+                if isinstance(exc, ssl.SSLError):
+                    self._close(conn, "tls_error", exc)
+                else:
+                    self._close(conn, "reset" if exc.errno in _QUIET_ERRNOS else "error", exc)
                 return
             if n == 0:
                 eof = True
@@ -246,15 +410,33 @@ class Server:
             dec.feed(view[:n])
             nread += n
         else:
-            # Budget spent with data possibly left in the kernel: finish on the next turn.
+            # Budget spent with data possibly left in the kernel (or in OpenSSL's buffer):
+            # finish on the next turn.
             self.reactor.call_soon(partial(self._handle_read, conn))
         self.metrics.bytes_received += nread
-        if nread and not self._decode(conn, time.time()):
-            return
+        if nread:
+            conn.last_active = time.monotonic()
+            if not self._decode(conn, time.time()):
+                return
         if eof:
             dec.feed(b"")
             if self._decode(conn, time.time()):
                 self._close(conn, "eof")
+
+    def _handshake(self, conn: Connection) -> bool:
+        """Advance a TLS handshake; True once it is done."""
+        sock = conn.sock
+        assert isinstance(sock, ssl.SSLSocket)
+        try:
+            sock.do_handshake()
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return False  # EPOLLIN and EPOLLOUT are both registered: the next edge resumes
+        except (ssl.SSLError, OSError) as exc:
+            self.metrics.connections_refused["tls_error"] += 1
+            self._close(conn, "tls_error", exc)
+            return False
+        conn.handshaking = False
+        return True
 
     def _decode(self, conn: Connection, received: float) -> bool:
         """Turn every complete frame into a pending row; False if the connection was closed."""
@@ -265,12 +447,19 @@ class Server:
         seq = self.journal.next_seq + len(pending)
         peer = conn.peer
         nbytes = 0
+        first = len(pending)
         try:
-            while (rec := dec.next_record()) is not NEED_DATA:
-                row = enc(rec, seq, peer, received_ts)
-                pending.append(row)
-                nbytes += len(row)
-                seq += 1
+            while True:
+                try:
+                    while (rec := dec.next_record()) is not NEED_DATA:
+                        row = enc(rec, seq, peer, received_ts)
+                        pending.append(row)
+                        nbytes += len(row)
+                        seq += 1
+                    break
+                except RecordRejected as exc:
+                    # One bad line or message: counted, skipped, the stream goes on.
+                    self.metrics.records_rejected[conn.kind, exc.reason] += 1
         except ProtocolError as exc:
             self.metrics.frames_rejected[exc.reason] += 1
             log.warning("Closing %s: bad frame (%s): %s.", peer, exc.reason, exc)
@@ -278,6 +467,11 @@ class Server:
             return False
         finally:
             self._pending_bytes += nbytes
+            # Slowloris clock: runs while a started frame is held and no frame completes.
+            if len(pending) != first or not dec.buffered_bytes:
+                conn.partial_since = 0.0
+            if dec.buffered_bytes and not conn.partial_since:
+                conn.partial_since = time.monotonic()
             if self._pending_bytes >= BLOCK_FLUSH_BYTES:
                 self._flush_pending()
         return True
@@ -289,29 +483,55 @@ class Server:
         self.reactor.unregister(conn.fd)
         self.conns.pop(conn.fd, None)
         self._paused.pop(conn.fd, None)
-        conn.sock.close()
+        try:
+            conn.sock.close()
+        except OSError:
+            pass
         self.metrics.placeholders += conn.decoder.placeholders
         self.metrics.connections_open -= 1
         self.metrics.connections_closed[reason] += 1
         if reason == "error":
             log.warning("Closing %s after a socket error: %s.", conn.peer, exc)
+        elif reason == "tls_error":
+            log.warning("Closing %s: TLS failed: %s.", conn.peer, exc)
 
     # -- journal and backpressure ----------------------------------------------------------
 
-    def _flush_pending(self) -> None:
+    def _flush_pending(self, retry: bool = False) -> None:
         pending = self._pending
-        if not pending:
+        if not pending or (self._journal_error is not None and not retry):
             return
         count = len(pending)
         payload = b"".join(pending)
+        before = self.journal.next_seq
+        try:
+            self.journal.append(payload, count)
+        except OSError as exc:
+            if self.journal.next_seq == before:
+                # Not written (the journal cut the segment back). The rows stay pending as
+                # they are: their seqs are in them, and the retry appends exactly them.
+                self._journal_failed(exc)
+                return
+            # Written, but the fdatasync after it (fsync=always) failed: the block is in
+            # the page cache and the journal's index; count it as appended.
+            self.metrics.journal_write_errors += 1
+            log.error("Journal fsync failed after an append: %s; continuing.", exc)
         pending.clear()
         self._pending_bytes = 0
-        self.journal.append(payload, count)
+        if self._journal_error is not None:
+            log.warning(
+                "Journal writes work again after %.1f s; resuming %d paused connections.",
+                time.monotonic() - self._journal_error_since,
+                len(self._paused),
+            )
+            self._journal_error = None
+            self._update_hold()
         self.metrics.records_received += count
         self.metrics.journal_blocks += 1
         self.sink.notify_appended()
         if not self._backpressure and self.journal.over_limit(self.sink.confirmed_seq):
             self._backpressure = True
+            self._update_hold()
             self.metrics.backpressure_episodes += 1
             log.warning(
                 "Journal is full (%d unshipped bytes >= journal_max_bytes %d); PostgreSQL is "
@@ -320,24 +540,91 @@ class Server:
                 self.settings.journal_max_bytes,
             )
 
+    def _journal_failed(self, exc: OSError) -> None:
+        self.metrics.journal_write_errors += 1
+        if self._journal_error is None:
+            self._journal_error_since = time.monotonic()
+            hint = " (the disk is full)" if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else ""
+            log.error(
+                "Cannot write the journal%s: %s. Pausing reads from all clients and retrying every "
+                "%.0f s; the %d records read but not yet journaled are kept in memory, nothing is "
+                "dropped. Free space under %s.",
+                hint,
+                exc,
+                JOURNAL_RETRY_S,
+                len(self._pending),
+                self.journal.directory,
+            )
+        self._journal_error = exc
+        self._update_hold()
+        self.reactor.call_later(JOURNAL_RETRY_S, self._retry_journal)
+
+    def _retry_journal(self) -> None:
+        if self._journal_error is None or self._done:
+            return
+        self._flush_pending(retry=True)
+        if self._journal_error is None and self._stopping:
+            self.sink.drain(self._drained)
+
+    def _update_hold(self) -> None:
+        hold = self._backpressure or self._journal_error is not None
+        if self._hold and not hold:
+            paused = list(self._paused.values())
+            self._paused.clear()
+            for conn in paused:
+                self.reactor.call_soon(partial(self._handle_read, conn))
+        self._hold = hold
+
     def _on_journal_released(self) -> None:
         if self._backpressure and not self.journal.over_limit(self.sink.confirmed_seq):
             self._backpressure = False
-            paused = list(self._paused.values())
-            self._paused.clear()
             log.info(
                 "Journal has room again (%d unshipped bytes); resuming %d paused connections.",
                 self.journal.unshipped_bytes(self.sink.confirmed_seq),
-                len(paused),
+                len(self._paused),
             )
-            for conn in paused:
-                self.reactor.call_soon(partial(self._handle_read, conn))
+            self._update_hold()
 
     # -- timers ----------------------------------------------------------------------------
 
     def _fsync_tick(self) -> None:
-        self.journal.sync()
+        try:
+            self.journal.sync()
+        except OSError as exc:
+            self.metrics.journal_write_errors += 1
+            log.error("Journal fsync failed: %s; retrying at the next interval.", exc)
         self.reactor.call_later(self.settings.fsync_interval, self._fsync_tick)
+
+    def _sweep_interval(self) -> float:
+        timeouts = [t for t in (self.settings.idle_timeout, self.settings.frame_timeout) if t > 0]
+        return min(1.0, max(0.05, min(timeouts) / 4))
+
+    def _sweep(self) -> None:
+        """Close idle and slow connections (one pass over all of them)."""
+        now = time.monotonic()
+        idle_before = now - self.settings.idle_timeout if self.settings.idle_timeout > 0 else -1.0
+        slow_before = now - self.settings.frame_timeout if self.settings.frame_timeout > 0 else -1.0
+        idle = slow = 0
+        for conn in list(self.conns.values()):
+            if conn.fd in self._paused:
+                continue  # we stopped reading it; its silence is ours
+            if conn.last_active < idle_before and not conn.decoder.buffered_bytes:
+                self._close(conn, "idle")
+                idle += 1
+            elif (conn.partial_since and conn.partial_since < slow_before) or (
+                conn.handshaking and conn.last_active < slow_before
+            ):
+                self._close(conn, "slow")
+                slow += 1
+        if idle or slow:
+            log.info(
+                "Closed %d idle (nothing for %gs) and %d slow (a frame unfinished for %gs) connections.",
+                idle,
+                self.settings.idle_timeout,
+                slow,
+                self.settings.frame_timeout,
+            )
+        self.reactor.call_later(self._sweep_interval(), self._sweep)
 
     def _stats_tick(self) -> None:
         st = self.encoder.stats
@@ -373,28 +660,44 @@ class Server:
 
     def begin_shutdown(self) -> None:
         self._stopping = True
-        for sock in self.listeners:
-            self.reactor.unregister(sock.fileno())
-            sock.close()
-        self.listeners.clear()
-        # Read what each client already sent, then close it.
+        self._close_listeners()
+        # Read what each client already sent, then close it. (Unless the journal cannot be
+        # written: then reading would only pile up records in memory that may never land.)
         self._backpressure = False
+        self._update_hold()
         for conn in list(self.conns.values()):
             self._handle_read(conn, budget=SHUTDOWN_READ_BYTES)
             if not conn.closed:
                 self._close(conn, "shutdown")
         self._flush_pending()
-        self.journal.sync()
+        self._sync_quietly()
         self.reactor.call_later(self.settings.shutdown_timeout, self._shutdown_timed_out)
-        self.sink.drain(self._drained)
+        if self._journal_error is None:
+            self.sink.drain(self._drained)
+        # else: _retry_journal starts the drain once the append succeeds.
+
+    def _sync_quietly(self) -> None:
+        try:
+            self.journal.sync()
+        except OSError as exc:
+            log.error("Journal fsync failed: %s.", exc)
 
     def _drained(self) -> None:
+        if self._pending:
+            return  # rows still waiting for the journal; _retry_journal drains again
         self._done = True
         log.info("Everything is in PostgreSQL (%s). Bye.", self.metrics.summary())
         self.reactor.stop()
 
     def _shutdown_timed_out(self) -> None:
         self._done = True
+        if self._pending:
+            log.error(
+                "Shutdown timeout with the journal still failing (%s): %d records read from "
+                "clients could not be written and are lost.",
+                self._journal_error,
+                len(self._pending),
+            )
         log.warning(
             "Shutdown timeout: %d records not yet in PostgreSQL stay in the journal and will be "
             "shipped at the next start.",
@@ -405,22 +708,97 @@ class Server:
     def _close_all(self) -> None:
         for conn in list(self.conns.values()):
             self._close(conn, "shutdown")
-        for sock in self.listeners:
-            sock.close()
-        self.listeners.clear()
+        self._close_listeners()
         self._flush_pending()
         self.sink.close()
-        self.journal.sync()
+        self._sync_quietly()
         self.journal.close()
         self.reactor.close()
 
 
-def _raise_nofile_limit() -> None:
-    """Raise the soft RLIMIT_NOFILE to the hard limit: every connection is a descriptor."""
+def _raise_nofile_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (every connection is a descriptor).
+
+    Returns the soft limit in force afterwards.
+    """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY or soft < hard:
         target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
         except (ValueError, OSError):
             log.warning("Could not raise the open-file limit from %d to %d.", soft, target)
+    return soft
+
+
+def _check_nofile_limit(soft: int, max_connections: int) -> int:
+    """The number of clients that fit under the open-file limit; says so if it is too low."""
+    if soft == resource.RLIM_INFINITY or soft >= max_connections + RESERVED_FDS:
+        return max_connections
+    fit = max(1, soft - RESERVED_FDS)
+    log.warning(
+        "The open-file limit is %d (raised to the hard limit), too low for --max-connections %d: "
+        "at most %d clients will be accepted. Raise the hard limit (ulimit -Hn; systemd: "
+        "LimitNOFILE=) or lower --max-connections.",
+        soft,
+        max_connections,
+        fit,
+    )
+    return fit
+
+
+def make_tls_context(settings: Settings) -> ssl.SSLContext:
+    """The server-side TLS context of ``--listen-tls`` (TLS 1.2+, the stdlib's secure defaults)."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    assert settings.tls_cert is not None and settings.tls_key is not None
+    try:
+        ctx.load_cert_chain(settings.tls_cert, settings.tls_key)
+        if settings.tls_client_ca is not None:
+            ctx.load_verify_locations(cafile=settings.tls_client_ca)
+            ctx.verify_mode = ssl.CERT_REQUIRED
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(f"cannot load the TLS certificate, key or CA: {exc}") from None
+    return ctx
+
+
+def _allowed(host: str, networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+    try:
+        addr = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped  # ::ffff:10.1.2.3 on a dual-stack listener is 10.1.2.3
+    return any(addr in net for net in networks)
+
+
+def _unix_peer(sock: socket.socket) -> str:
+    """``unix:pid=PID,uid=UID``: who is on the other end (SO_PEERCRED), for the peer column."""
+    try:
+        cred = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+        pid, uid, _gid = _PEERCRED.unpack(cred)
+    except OSError:
+        return "unix"
+    return f"unix:pid={pid},uid={uid}"
+
+
+def _remove_stale_socket(path: str) -> None:
+    """Remove a socket file left by a process that is gone; refuse if one still listens."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise ConfigError(f"--listen unix:{path}: the path exists and is not a socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except ConnectionRefusedError:
+        os.unlink(path)  # nobody listens: left over from a crash
+        return
+    except OSError:
+        return  # bind will report what is wrong
+    finally:
+        probe.close()
+    raise ConfigError(f"--listen unix:{path}: another process is listening on it")
