@@ -752,6 +752,12 @@ def make_tls_context(settings: Settings) -> ssl.SSLContext:
     """The server-side TLS context of ``--listen-tls`` (TLS 1.2+, the stdlib's secure defaults)."""
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    # No TLS 1.3 session tickets. The server would send them right after the handshake, a
+    # SocketHandler never reads them, and a socket closed with unread bytes sends an RST,
+    # on which Linux discards what the server has not read yet: the client's last records.
+    # (Clients reconnect rarely; a full handshake on reconnect costs nothing that matters.)
+    ctx.num_tickets = 0
+    ctx.options |= ssl.OP_NO_TICKET
     assert settings.tls_cert is not None and settings.tls_key is not None
     try:
         ctx.load_cert_chain(settings.tls_cert, settings.tls_key)
