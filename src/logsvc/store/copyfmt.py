@@ -64,6 +64,7 @@ _NCOLS = len(COLUMNS)
 _NULL = "\\N"
 _INT32 = 1 << 31
 _INT64 = 1 << 63
+_UINT64 = 1 << 64
 # Years PostgreSQL timestamptz and Python datetime both hold: 1..9999.
 _MIN_EPOCH = -62135596800.0
 _MAX_EPOCH = 253402300799.0
@@ -287,7 +288,10 @@ class RowEncoder:
             return {str(self._sanitize(k, depth + 1)): self._sanitize(x, depth + 1) for k, x in v.items()}
         if isinstance(v, list | tuple):
             return [self._sanitize(x, depth + 1) for x in v]
-        if isinstance(v, int) and not isinstance(v, bool) and not -_INT64 <= v < _INT64:
+        if isinstance(v, int) and not isinstance(v, bool) and not -_INT64 <= v < _UINT64:
+            # orjson writes i64 and u64; past them it raises. The fast path (orjson directly)
+            # writes 2**63..2**64-1 as numbers, so this must too, or one value would be
+            # stored two ways depending on its neighbours (hypothesis found 2**63).
             return str(v)
         return v
 

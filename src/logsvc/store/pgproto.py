@@ -12,7 +12,10 @@ already hold a whole result in its own buffer, and no readiness edge will ever c
 
 Errors: a broken connection raises :class:`StoreError` with reason ``"connection"``; a
 statement PostgreSQL refused raises it with reason ``"rejected"`` (the connection is still
-usable). Callers decide what each means.
+usable). Callers decide what each means. When PostgreSQL sent an error result, the error is a
+:class:`PgError` (still a ``StoreError`` with the same reasons) that also carries the
+result's SQLSTATE, primary message, detail and the COPY line it names, so the caller can
+tell a row PostgreSQL will never take from a server that cannot take anything right now.
 """
 
 # Copyright (c) logsvc developers
@@ -20,6 +23,7 @@ usable). Callers decide what each means.
 from __future__ import annotations
 
 import enum
+import re
 import select
 from collections.abc import Generator, Iterable
 from typing import TypeAlias, TypeVar
@@ -54,6 +58,79 @@ _CONN_OK = pq.ConnStatus.OK
 _POLL_OK = pq.PollingStatus.OK
 _POLL_READING = pq.PollingStatus.READING
 _POLL_WRITING = pq.PollingStatus.WRITING
+
+
+_SQLSTATE = pq.DiagnosticField.SQLSTATE
+_PRIMARY = pq.DiagnosticField.MESSAGE_PRIMARY
+_DETAIL = pq.DiagnosticField.MESSAGE_DETAIL
+_CONTEXT = pq.DiagnosticField.CONTEXT
+_TABLE = pq.DiagnosticField.TABLE_NAME
+# The last line of an error's CONTEXT names the COPY input line being processed:
+# 'COPY records, line 2: "2\t..."' (PostgreSQL's CopyFromErrorCallback). The word "line" is
+# translated with lc_messages, so only the shape is matched: the first number after the
+# comma. It is a hint the caller must verify, never a fact.
+_COPY_LINE = re.compile(r"^COPY [^,\n]+, \D*?(\d+)", re.MULTILINE)
+
+
+class PgError(StoreError):
+    """A ``StoreError`` PostgreSQL explained with an error result.
+
+    ``reason`` keeps its meaning (``"rejected"``, or ``"connection"`` when the connection
+    went down with the error, e.g. SQLSTATE 57P01 at a shutdown). The extra attributes are
+    what the server reported; any of them may be None (old servers, or errors raised by
+    libpq itself).
+
+    Attributes:
+        sqlstate: the five-character SQLSTATE, e.g. ``"23514"`` (check_violation).
+        primary: the primary message, without severity, detail or context.
+        detail: the DETAIL field (for a constraint, "Failing row contains (...)").
+        table: the table the error is about, if PostgreSQL named one.
+        copy_line: the 1-based line of the COPY data PostgreSQL was processing, if the
+            error came from a COPY and its context could be read (a hint: see ``_COPY_LINE``).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str,
+        sqlstate: str | None = None,
+        primary: str | None = None,
+        detail: str | None = None,
+        table: str | None = None,
+        copy_line: int | None = None,
+    ) -> None:
+        super().__init__(message, reason=reason)
+        self.sqlstate = sqlstate
+        self.primary = primary
+        self.detail = detail
+        self.table = table
+        self.copy_line = copy_line
+
+
+def _field(res: pq.abc.PGresult, which: pq.DiagnosticField) -> str | None:
+    value = res.error_field(which)
+    return value.decode("utf-8", "replace") if value is not None else None
+
+
+def _result_error(res: pq.abc.PGresult, message: str, reason: str) -> PgError:
+    context = _field(res, _CONTEXT)
+    line = None
+    if context is not None:
+        # The COPY's own line is the outermost context, the last one (a trigger's PL/pgSQL
+        # frames come first).
+        found = _COPY_LINE.findall(context)
+        if found:
+            line = int(found[-1])
+    return PgError(
+        message,
+        reason=reason,
+        sqlstate=_field(res, _SQLSTATE),
+        primary=_field(res, _PRIMARY),
+        detail=_field(res, _DETAIL),
+        table=_field(res, _TABLE),
+        copy_line=line,
+    )
 
 
 def _conn_error(pgconn: pq.abc.PGconn, what: str) -> StoreError:
@@ -131,8 +208,8 @@ def _check(pgconn: pq.abc.PGconn, results: Iterable[pq.abc.PGresult]) -> None:
         if res.status == _FATAL:
             msg = (res.error_message or b"").decode("utf-8", "replace").strip()
             if pgconn.status != _CONN_OK:
-                raise StoreError(f"lost the connection to PostgreSQL: {msg}", reason="connection")
-            raise StoreError(msg or "PostgreSQL rejected the statement", reason="rejected")
+                raise _result_error(res, f"lost the connection to PostgreSQL: {msg}", "connection")
+            raise _result_error(res, msg or "PostgreSQL rejected the statement", "rejected")
         if res.status not in (_OK, _TUPLES_OK, _EMPTY):
             raise StoreError(f"unexpected result status {res.status!r}", reason="rejected")
 
