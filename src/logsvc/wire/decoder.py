@@ -10,6 +10,10 @@ States (h11 rule: after any error the decoder stays in ERROR and raises again)::
     OPEN --feed(b"")--> CLOSED          next_record(): records, then NEED_DATA forever,
       |                   |                           or ProtocolError("truncated")
       +---ProtocolError---+--> ERROR    next_record(): raises ProtocolError again
+
+At EOF, bytes that are not a whole frame are ``truncated`` unless the framer has a
+``maybe_extract_at_eof`` method (``EofFramer``): delimiter-based framers (lines, syslog without
+octet counts) treat a last unterminated message as a frame, as vector's ``decode_eof`` does.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from logsvc.errors import ProtocolError, RecordRejected
 from logsvc.record import RecordDict
 from logsvc.wire.buffer import ReceiveBuffer
 
-__all__ = ["NEED_DATA", "Decoder", "Format", "Framer", "NeedData"]
+__all__ = ["NEED_DATA", "Decoder", "EofFramer", "Format", "Framer", "NeedData"]
 
 
 class NeedData(enum.Enum):
@@ -38,6 +42,12 @@ NEED_DATA: Final = NeedData.NEED_DATA
 
 class Framer(Protocol):
     def maybe_extract(self, buf: ReceiveBuffer) -> bytes | None: ...
+
+
+class EofFramer(Framer, Protocol):
+    """A framer that can cut one last frame from what is left at EOF (optional method)."""
+
+    def maybe_extract_at_eof(self, buf: ReceiveBuffer) -> bytes | None: ...
 
 
 class Format(Protocol):
@@ -117,11 +127,18 @@ class Decoder:
             frame = self.framer.maybe_extract(self._buf)
             if frame is None:
                 if self._state is _State.CLOSED and self._buf:
-                    raise ProtocolError(
-                        f"Connection closed with {len(self._buf)} bytes of an incomplete frame.",
-                        reason="truncated",
-                    )
-                return NEED_DATA
+                    at_eof = getattr(self.framer, "maybe_extract_at_eof", None)
+                    if at_eof is not None:
+                        frame = at_eof(self._buf)
+                    if frame is None:
+                        if not self._buf:
+                            return NEED_DATA  # the framer consumed a tail that held no frame
+                        raise ProtocolError(
+                            f"Connection closed with {len(self._buf)} bytes of an incomplete frame.",
+                            reason="truncated",
+                        )
+                else:
+                    return NEED_DATA
             return self.format.parse(frame)
         except RecordRejected:
             raise  # that one record is skipped; the stream is still in step

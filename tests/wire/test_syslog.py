@@ -1,0 +1,694 @@
+"""Syslog: RFC 6587 framing, RFC 5424 / RFC 3164 parsing, and the real senders on this machine.
+
+The real senders are CPython's ``logging.handlers.SysLogHandler`` and util-linux ``logger``,
+each talking to a socket this test opens on 127.0.0.1 (never another address), with timeouts.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from logsvc.errors import ProtocolError, RecordRejected
+from logsvc.record import RecordDict
+from logsvc.wire import MAX_SYSLOG_MESSAGE_BYTES, NEED_DATA, Decoder, SyslogFormat, SyslogFramer
+from logsvc.wire.buffer import ReceiveBuffer
+from logsvc.wire.syslog import FACILITY_NAMES, SEVERITY_NAMES
+
+from .helpers import FEEDERS, feed_with_trailing, make_record
+
+Item = RecordDict | str | ProtocolError  # a record, "!reason" for a RecordRejected, or the error
+
+NOW = datetime(2025, 11, 28, 12, 0, tzinfo=UTC).timestamp()
+
+
+class RawFormat:
+    def parse(self, frame: bytes) -> RecordDict:
+        return {"msg": frame}
+
+
+def run(
+    chunks: list[bytes],
+    framer: SyslogFramer | None = None,
+    fmt: RawFormat | SyslogFormat | None = None,
+) -> list[Item]:
+    """Feed ``chunks`` then EOF; collect records, "!reason" rejections and a final ProtocolError."""
+    dec = Decoder(framer or SyslogFramer(), fmt or RawFormat())
+    out: list[Item] = []
+    for chunk in [*(c for c in chunks if c), b""]:
+        dec.feed(chunk)
+        while True:
+            try:
+                rec = dec.next_record()
+            except RecordRejected as exc:
+                out.append("!" + exc.reason)
+                continue
+            except ProtocolError as exc:
+                out.append(exc)
+                return out
+            if rec is NEED_DATA:
+                break
+            out.append(rec)
+    return out
+
+
+def frames(chunks: list[bytes], max_message_bytes: int = MAX_SYSLOG_MESSAGE_BYTES, **kw: Any) -> list[Any]:
+    """Like run() with the raw format: frames as bytes, rejections as "!reason", errors as "ERR:reason"."""
+    out: list[Any] = []
+    for item in run(chunks, SyslogFramer(max_message_bytes, **kw)):
+        if isinstance(item, ProtocolError):
+            out.append("ERR:" + item.reason)
+        elif isinstance(item, dict):
+            out.append(item["msg"])
+        else:
+            out.append(item)
+    return out
+
+
+def three_ways(data: bytes, max_message_bytes: int = MAX_SYSLOG_MESSAGE_BYTES, **kw: Any) -> list[Any]:
+    whole = frames([data], max_message_bytes, **kw)
+    assert frames([data[i : i + 1] for i in range(len(data))], max_message_bytes, **kw) == whole
+    assert frames([data[i : i + 5] for i in range(0, len(data), 5)], max_message_bytes, **kw) == whole
+    return whole
+
+
+def octet(msg: bytes) -> bytes:
+    return b"%d %s" % (len(msg), msg)
+
+
+def parse(msg: bytes, now: float | None = NOW) -> RecordDict:
+    return SyslogFormat(now=now).parse(msg)
+
+
+def malformed(msg: bytes) -> str:
+    with pytest.raises(RecordRejected) as info:
+        SyslogFormat().parse(msg)
+    return info.value.reason
+
+
+# --- framing -----------------------------------------------------------------------------------
+
+M1 = b'<165>1 2003-10-11T22:14:15.003Z host app - ID47 [ex@32473 iut="3"] one\ntwo'
+M2 = b"<14>1 - - - - - - octet counted"
+
+
+def test_octet_counted_and_non_transparent_messages_mixed() -> None:
+    data = octet(M1) + b"<14>lf\n" + b"<14>nul\x00" + octet(M2) + b"\r\n" + b"<14>crlf\r\n" + octet(M1)
+    assert three_ways(data) == [M1, b"<14>lf", b"<14>nul", M2, b"<14>crlf", M1]
+
+
+def test_helpers_feeders() -> None:
+    data = octet(M1) + b"<14>a\n"
+    for feeder in FEEDERS[:2]:  # whole, bytewise
+        dec = Decoder(SyslogFramer(), RawFormat())
+        assert [r["msg"] for r in feeder(dec, data)] == [M1, b"<14>a"]
+    # NUL between messages is skipped, so the partial next frame is a count, not "\x00\x00".
+    for trailing in (b"12", b"12 <1", b"<14>partial"):
+        dec = Decoder(SyslogFramer(), RawFormat())
+        assert [r["msg"] for r in feed_with_trailing(dec, data, trailing)] == [M1, b"<14>a"]
+
+
+def test_separators_between_messages_are_skipped() -> None:
+    assert three_ways(b"\n\r\n\x00\x00" + octet(M2) + b"\n\n<14>x\n\r\n\x00") == [M2, b"<14>x"]
+
+
+def test_octet_count_over_the_cap_is_refused_before_the_body() -> None:
+    assert frames([b"10"], 100) == ["ERR:truncated"]  # could still become 10..99
+    assert frames([b"101"], 100) == ["ERR:oversized"]
+    assert frames([b"100 " + b"x" * 100], 100) == [b"x" * 100]
+    dec = Decoder(SyslogFramer(100), RawFormat())
+    dec.feed(b"1000")
+    with pytest.raises(ProtocolError) as info:
+        dec.next_record()
+    assert info.value.reason == "oversized"
+    assert dec.buffered_bytes == 0
+
+
+def test_octet_count_of_ten_to_the_thirty() -> None:
+    data = b"%d <14>x" % 10**30
+    assert three_ways(data) == ["ERR:oversized"]
+
+
+@pytest.mark.parametrize("data", [b"0 x", b"012 <14>x", b"12a", b"12\n<14>x", b"3\x00abc", b"1" * 7])
+def test_bad_octet_counts_are_malformed(data: bytes) -> None:
+    result = frames([data])
+    assert result == ["ERR:malformed"] or (data == b"1" * 7 and result == ["ERR:oversized"])
+
+
+def test_partial_messages_at_eof() -> None:
+    assert three_ways(b"<14>last without trailer") == [b"<14>last without trailer"]
+    assert three_ways(b"<14>a\n<14>last\r") == [b"<14>a", b"<14>last"]
+    assert three_ways(octet(M2)[:-1]) == ["ERR:truncated"]
+    assert three_ways(b"42") == ["ERR:truncated"]
+
+
+def test_oversized_non_transparent_message_is_discarded_in_step() -> None:
+    data = b"<14>ok\n<14>" + b"x" * 50 + b"\n" + octet(b"<14>y") + b"<14>" + b"z" * 50 + b"\x00<14>end"
+    assert three_ways(data, 10) == [b"<14>ok", "!oversized", b"<14>y", "!oversized", b"<14>end"]
+
+
+def test_oversized_non_transparent_message_memory_is_bounded() -> None:
+    dec = Decoder(SyslogFramer(1024), RawFormat())
+    rejected = 0
+    for _ in range(100):
+        dec.feed(b"<" + b"q" * 65535)
+        try:
+            assert dec.next_record() is NEED_DATA
+        except RecordRejected:
+            rejected += 1
+        assert dec.buffered_bytes == 0
+    assert rejected == 1
+    dec.feed(b"\n<14>ok\n")
+    assert dec.next_record() == {"msg": b"<14>ok"}
+
+
+def test_nul_only_trailer_keeps_newlines_inside_messages() -> None:
+    data = b"<11>boom\nTraceback (most recent call last):\n  x\x00<14>next\x00"
+    assert three_ways(data, trailers=b"\x00") == [
+        b"<11>boom\nTraceback (most recent call last):\n  x",
+        b"<14>next",
+    ]
+    assert three_ways(data) == [b"<11>boom", b"Traceback (most recent call last):", b"  x", b"<14>next"]
+
+
+def test_framer_arguments_are_checked() -> None:
+    with pytest.raises(ValueError):
+        SyslogFramer(0)
+    with pytest.raises(ValueError):
+        SyslogFramer(trailers=b"")
+    with pytest.raises(ValueError):
+        SyslogFramer(trailers=b";")
+    assert SyslogFramer().max_message_bytes == MAX_SYSLOG_MESSAGE_BYTES == 64 * 1024
+
+
+def test_framer_alone_on_a_receive_buffer() -> None:
+    framer = SyslogFramer()
+    buf = ReceiveBuffer()
+    buf.feed(b"5 <14>a5 <1")
+    assert framer.maybe_extract(buf) == b"<14>a"
+    assert framer.maybe_extract(buf) is None
+    assert bytes(buf) == b"5 <1"
+    assert framer.maybe_extract_at_eof(buf) is None  # an octet-counted rest is truncated
+    buf.feed(b"4>b<14>c")
+    assert framer.maybe_extract(buf) == b"<14>b"
+    assert framer.maybe_extract(buf) is None
+    assert framer.maybe_extract_at_eof(buf) == b"<14>c"
+
+
+# --- RFC 5424 ----------------------------------------------------------------------------------
+
+
+def test_rfc5424_example_1_with_bom() -> None:
+    rec = parse(
+        b"<34>1 2003-10-11T22:14:15.003Z mymachine.example.com su - ID47 - "
+        b"\xef\xbb\xbf'su root' failed for lonvick on /dev/pts/8"
+    )
+    assert rec == {
+        "levelno": 50,
+        "levelname": "CRITICAL",
+        "syslog_severity": "crit",
+        "syslog_facility": "auth",
+        "created": datetime(2003, 10, 11, 22, 14, 15, 3000, tzinfo=UTC).timestamp(),
+        "hostname": "mymachine.example.com",
+        "name": "su",
+        "msgid": "ID47",
+        "msg": "'su root' failed for lonvick on /dev/pts/8",
+    }
+
+
+def test_rfc5424_example_2_offset_and_procid() -> None:
+    rec = parse(
+        b"<165>1 2003-08-24T05:14:15.000003-07:00 192.0.2.1 myproc 8710 - - %% It's time to make the do-nuts."
+    )
+    tz = timezone(timedelta(hours=-7))
+    assert rec["created"] == datetime(2003, 8, 24, 5, 14, 15, 3, tzinfo=tz).timestamp()
+    assert (rec["levelno"], rec["syslog_severity"], rec["syslog_facility"]) == (20, "notice", "local4")
+    assert (rec["hostname"], rec["name"], rec["process"]) == ("192.0.2.1", "myproc", 8710)
+    assert rec["msg"] == "%% It's time to make the do-nuts."
+    assert "msgid" not in rec and "sd" not in rec
+
+
+def test_rfc5424_examples_3_and_4_structured_data() -> None:
+    head = b"<165>1 2003-10-11T22:14:15.003Z mymachine.example.com evntslog - ID47 "
+    sd = b'[exampleSDID@32473 iut="3" eventSource="Application" eventID="1011"]'
+    rec = parse(head + sd + b" \xef\xbb\xbfAn application event log entry...")
+    assert rec["sd"] == {"exampleSDID@32473": {"iut": "3", "eventSource": "Application", "eventID": "1011"}}
+    assert rec["msg"] == "An application event log entry..."
+    rec = parse(head + sd + b'[examplePriority@32473 class="high"]')
+    assert rec["sd"]["examplePriority@32473"] == {"class": "high"}
+    assert rec["msg"] == ""
+
+
+def test_structured_data_escapes() -> None:
+    rec = parse(b'<14>1 - - - - - [x@1 q="a\\"b" b="c\\\\d" r="e\\]f" o="g\\nh" u="\xc3\xa9" e=""] m')
+    assert rec["sd"] == {"x@1": {"q": 'a"b', "b": "c\\d", "r": "e]f", "o": "g\\nh", "u": "é", "e": ""}}
+    assert rec["msg"] == "m"
+
+
+def test_structured_data_repeated_params_and_ids() -> None:
+    rec = parse(b'<14>1 - - - - - [origin ip="192.0.2.1" ip="192.0.2.2"][a x="1"][a y="2"]')
+    assert rec["sd"] == {"origin": {"ip": ["192.0.2.1", "192.0.2.2"]}, "a": {"x": "1", "y": "2"}}
+    rec = parse(b'<14>1 - - - - - [o ip="1" ip="2" ip="3"]')
+    assert rec["sd"] == {"o": {"ip": ["1", "2", "3"]}}
+
+
+def test_nil_values_everywhere() -> None:
+    assert parse(b"<14>1 - - - - - -") == {
+        "levelno": 20,
+        "levelname": "INFO",
+        "syslog_severity": "info",
+        "syslog_facility": "user",
+        "msg": "",
+    }
+
+
+def test_non_numeric_procid_and_bad_timestamp_go_to_extra() -> None:
+    rec = parse(b"<14>1 2024-13-45T99:00:00Z h app worker-3 - - x")
+    assert rec["syslog_timestamp"] == "2024-13-45T99:00:00Z"
+    assert "created" not in rec
+    assert rec["procid"] == "worker-3" and "process" not in rec
+
+
+@pytest.mark.parametrize(
+    "rest",
+    [b'[broken sd="x" no close', b"[]", b'[id x="1"]garbage', b"-garbage", b"[id x=1] m", b'[id x="1" y] m'],
+)
+def test_broken_rfc5424_falls_back_to_plain_text(rest: bytes) -> None:
+    msg = b"<14>1 2024-01-01T00:00:00Z host app - - " + rest
+    rec = parse(msg)
+    assert rec["msg"] == msg[4:].decode()
+    assert "sd" not in rec and "name" not in rec
+
+
+# --- RFC 3164 and what real senders send -------------------------------------------------------
+
+
+def test_rfc3164_example_su() -> None:
+    rec = parse(b"<34>Oct 11 22:14:15 mymachine su: 'su root' failed for lonvick on /dev/pts/8")
+    assert rec == {
+        "levelno": 50,
+        "levelname": "CRITICAL",
+        "syslog_severity": "crit",
+        "syslog_facility": "auth",
+        "created": datetime(2025, 10, 11, 22, 14, 15, tzinfo=UTC).timestamp(),
+        "hostname": "mymachine",
+        "name": "su",
+        "msg": "'su root' failed for lonvick on /dev/pts/8",
+    }
+
+
+def test_rfc3164_examples_without_tag_keep_all_text() -> None:
+    rec = parse(b"<13>Feb  5 17:32:18 10.0.0.99 Use the BFG!")
+    assert (rec["hostname"], rec["msg"]) == ("10.0.0.99", "Use the BFG!")
+    assert rec["created"] == datetime(2025, 2, 5, 17, 32, 18, tzinfo=UTC).timestamp()
+    rec = parse(b"<165>Aug 24 05:34:00 CST 1987 mymachine myproc[10]: %% It's time. %% Jam=OK")
+    assert rec["msg"].endswith("myproc[10]: %% It's time. %% Jam=OK")
+    rec = parse(
+        b"<0>1990 Oct 22 10:52:01 TZ-6 scapegoat.dmz.example.org 10.1.2.3 sched[0]: That's All Folks!"
+    )
+    assert (
+        rec["msg"]
+        == "1990 Oct 22 10:52:01 TZ-6 scapegoat.dmz.example.org 10.1.2.3 sched[0]: That's All Folks!"
+    )
+    assert rec["levelname"] == "CRITICAL" and rec["syslog_severity"] == "emerg"
+
+
+def test_rfc3164_tag_without_hostname_and_pid() -> None:
+    rec = parse(b"<30>Nov  8 01:02:03 sshd[1234]: Accepted publickey")
+    assert (rec["name"], rec["process"], rec["msg"]) == ("sshd", 1234, "Accepted publickey")
+    assert "hostname" not in rec
+    rec = parse(b"<30>Nov  8 01:02:03 host kernel: [ 0.000000] Linux version")
+    assert (rec["hostname"], rec["name"], rec["msg"]) == ("host", "kernel", "[ 0.000000] Linux version")
+    assert rec["created"] == datetime(2025, 11, 8, 1, 2, 3, tzinfo=UTC).timestamp()
+
+
+def test_rfc3164_fraction_and_rfc3339_timestamp() -> None:
+    rec = parse(b"<30>Nov  8 01:02:03.250 host app: x")
+    assert rec["created"] == datetime(2025, 11, 8, 1, 2, 3, 250000, tzinfo=UTC).timestamp()
+    rec = parse(b"<34>2003-10-11T22:14:15.003Z mymachine su: hi")  # rsyslog's high-precision format
+    assert rec["created"] == datetime(2003, 10, 11, 22, 14, 15, 3000, tzinfo=UTC).timestamp()
+    assert (rec["hostname"], rec["name"], rec["msg"]) == ("mymachine", "su", "hi")
+
+
+@pytest.mark.parametrize(
+    ("now", "stamp", "expected"),
+    [
+        (datetime(2025, 1, 1, 0, 0, 30, tzinfo=UTC), b"Dec 31 23:59:50", datetime(2024, 12, 31, 23, 59, 50)),
+        (datetime(2024, 12, 31, 23, 59, tzinfo=UTC), b"Jan  1 00:00:10", datetime(2025, 1, 1, 0, 0, 10)),
+        (datetime(2025, 11, 28, tzinfo=UTC), b"Feb 10 08:00:00", datetime(2025, 2, 10, 8)),  # past
+        (datetime(2025, 11, 28, tzinfo=UTC), b"Dec  2 08:00:00", datetime(2025, 12, 2, 8)),  # skew
+        (datetime(2025, 11, 28, tzinfo=UTC), b"Dec 28 08:00:00", datetime(2024, 12, 28, 8)),
+        (datetime(2025, 3, 1, tzinfo=UTC), b"Feb 29 12:00:00", datetime(2024, 2, 29, 12)),
+    ],
+)
+def test_rfc3164_year_is_inferred_from_now(now: datetime, stamp: bytes, expected: datetime) -> None:
+    rec = parse(b"<14>" + stamp + b" host app: m", now=now.timestamp())
+    assert rec["created"] == expected.replace(tzinfo=UTC).timestamp()
+
+
+def test_rfc3164_without_now_keeps_the_timestamp_text() -> None:
+    rec = parse(b"<14>Oct 11 22:14:15 host app: m", now=None)
+    assert "created" not in rec
+    assert rec["syslog_timestamp"] == "Oct 11 22:14:15"
+    fmt = SyslogFormat()
+    assert "created" in fmt.parse(b"<14>Oct 11 22:14:15 host app: m", now=NOW)
+    fmt.now = NOW
+    assert "created" in fmt.parse(b"<14>Oct 11 22:14:15 host app: m")
+
+
+@pytest.mark.parametrize("stamp", [b"Feb 30 12:00:00", b"Oct 11 25:14:15", b"Oct  0 22:14:15"])
+def test_rfc3164_impossible_dates_are_kept_as_text(stamp: bytes) -> None:
+    rec = parse(b"<14>" + stamp + b" host app: m")
+    assert rec["syslog_timestamp"] == stamp.decode() and "created" not in rec
+    assert rec["name"] == "app"
+
+
+def test_tags() -> None:
+    assert parse(b"<14>app.module: hello")["name"] == "app.module"
+    assert parse(b"<14>myapp[worker-1]: x")["procid"] == "worker-1"
+    assert parse(b"<14>myapp:")["msg"] == ""
+    rec = parse(b"<14>see http://example.com/ now")
+    assert "name" not in rec and rec["msg"] == "see http://example.com/ now"
+    rec = parse(b"<14>http://example.com/")
+    assert "name" not in rec and rec["msg"] == "http://example.com/"
+
+
+@pytest.mark.parametrize("severity", range(8))
+def test_severity_mapping(severity: int) -> None:
+    rec = parse(b"<%d>x" % (8 * 17 + severity))
+    expected = [50, 50, 50, 40, 30, 20, 20, 10][severity]
+    assert rec["levelno"] == expected
+    assert rec["levelname"] == logging.getLevelName(expected)
+    assert rec["syslog_severity"] == SEVERITY_NAMES[severity]
+    assert rec["syslog_facility"] == "local1"
+
+
+def test_facility_names_match_the_stdlib() -> None:
+    names = logging.handlers.SysLogHandler.facility_names
+    for i, name in enumerate(FACILITY_NAMES):
+        assert names[name] == i
+    assert parse(b"<0>x")["syslog_facility"] == "kern"
+    assert parse(b"<191>x")["syslog_facility"] == "local7"
+
+
+@pytest.mark.parametrize(
+    "msg",
+    [b"", b"garbage", b"14>x", b"<>x", b"<192>x", b"<1234>x", b"<1a>x", b"<-1>x", b"< 1>x", b"\x00<14>x"],
+)
+def test_no_valid_pri_is_malformed(msg: bytes) -> None:
+    assert malformed(msg) == "malformed"
+
+
+def test_invalid_utf8_and_nuls_do_not_crash() -> None:
+    rec = parse(b"<14>app: caf\xe9 \xff\xfe\x00mid\x00")
+    assert rec["msg"] == "caf\ufffd \ufffd\ufffd\x00mid"
+    rec = parse(b'<14>1 - h\xff app - - [id p="\xff"] \xed\xa0\x80')  # an encoded surrogate
+    assert rec["hostname"] == "h\ufffd" and rec["sd"] == {"id": {"p": "\ufffd"}}
+    assert rec["msg"] == "\ufffd\ufffd\ufffd"
+
+
+def test_huge_message() -> None:
+    body = b"x" * (1 << 20)
+    assert parse(b"<14>app: " + body)["msg"] == body.decode()
+    assert parse(b"<14>1 - - - - - [" + b"a" * 100_000)["msg"].startswith("1 - - - - - [aaa")
+
+
+def test_trailing_newlines_and_nul_are_ignored() -> None:
+    assert parse(b"<14>app: hi\r\n\x00")["msg"] == "hi"
+
+
+# --- Python's SysLogHandler, for real ---------------------------------------------------------
+
+
+@pytest.fixture
+def udp_socket() -> Iterator[socket.socket]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(10)
+    yield sock
+    sock.close()
+
+
+@pytest.fixture
+def tcp_listener() -> Iterator[socket.socket]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(4)
+    sock.settimeout(10)
+    yield sock
+    sock.close()
+
+
+def read_all(listener: socket.socket) -> bytes:
+    conn, _ = listener.accept()
+    conn.settimeout(10)
+    data = b""
+    with conn:
+        while chunk := conn.recv(65536):
+            data += chunk
+    return data
+
+
+def _exc_record() -> logging.LogRecord:
+    record = make_record("failed", level=logging.ERROR)
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        record.exc_info = sys.exc_info()
+    return record
+
+
+def test_stdlib_sysloghandler_udp(udp_socket: socket.socket) -> None:
+    handler = logging.handlers.SysLogHandler(("127.0.0.1", udp_socket.getsockname()[1]))
+    try:
+        handler.emit(make_record("plain"))
+        handler.ident = "myapp: "
+        handler.setFormatter(logging.Formatter("%(name)s[%(process)d]: %(message)s"))
+        handler.emit(make_record("with ident", level=logging.WARNING))
+        handler.ident = ""
+        handler.facility = handler.LOG_LOCAL3
+        handler.emit(make_record("formatted", level=logging.DEBUG))
+        handler.setFormatter(logging.Formatter())
+        handler.emit(_exc_record())
+        handler.append_nul = False
+        handler.emit(make_record("no nul", level=logging.CRITICAL))
+    finally:
+        handler.close()
+    grams = [udp_socket.recv(65536) for _ in range(5)]
+    assert grams[0] == b"<14>plain\x00"  # what CPython sends: <PRI>, the message, a NUL
+    recs = [SyslogFormat().parse(g) for g in grams]
+    assert (recs[0]["msg"], recs[0]["levelno"]) == ("plain", 20)
+    assert "name" not in recs[0] and "created" not in recs[0]
+    assert (recs[1]["name"], recs[1]["levelname"]) == ("myapp", "WARNING")
+    assert recs[1]["msg"].startswith("app.module[")
+    assert (recs[2]["name"], recs[2]["levelname"], recs[2]["syslog_facility"]) == (
+        "app.module",
+        "DEBUG",
+        "local3",
+    )
+    assert recs[2]["process"] > 0 and recs[2]["msg"] == "formatted"
+    assert recs[3]["levelname"] == "ERROR"
+    assert recs[3]["msg"].startswith("failed\nTraceback (most recent call last):")
+    assert recs[3]["msg"].endswith("ValueError: boom")
+    assert (recs[4]["msg"], recs[4]["levelname"]) == ("no nul", "CRITICAL")
+
+
+def test_stdlib_sysloghandler_tcp(tcp_listener: socket.socket) -> None:
+    port = tcp_listener.getsockname()[1]
+    handler = logging.handlers.SysLogHandler(("127.0.0.1", port), socktype=socket.SOCK_STREAM)
+    try:
+        handler.ident = "svc: "
+        for i in range(3):
+            handler.emit(make_record(f"m{i}"))
+        handler.emit(_exc_record())
+        handler.emit(make_record("after"))
+    finally:
+        handler.close()
+    data = read_all(tcp_listener)
+    assert data.startswith(b"<14>svc: m0\x00<14>svc: m1\x00")  # no count, no LF: NUL-terminated
+
+    # NUL-only trailers: every message whole, the traceback included.
+    recs = run([data], SyslogFramer(trailers=b"\x00"), SyslogFormat())
+    assert [r["msg"] for r in recs if isinstance(r, dict)][:3] == ["m0", "m1", "m2"]
+    assert isinstance(recs[3], dict) and "ValueError: boom" in recs[3]["msg"]
+    assert isinstance(recs[4], dict) and recs[4]["msg"] == "after" and len(recs) == 5
+
+    # Default trailers (LF or NUL): the traceback's lines are cut off and rejected, nothing else.
+    recs = run([data], SyslogFramer(), SyslogFormat())
+    assert [r["msg"] for r in recs if isinstance(r, dict)] == ["m0", "m1", "m2", "failed", "after"]
+    assert set(r for r in recs if isinstance(r, str)) == {"!malformed"}
+    assert not any(isinstance(r, ProtocolError) for r in recs)
+
+
+# --- util-linux logger, for real ---------------------------------------------------------------
+
+LOGGER = shutil.which("logger")
+needs_logger = pytest.mark.skipif(LOGGER is None, reason="util-linux logger is not installed")
+
+
+def run_logger(args: list[str], port: int) -> None:
+    assert LOGGER is not None
+    cmd = [LOGGER, "-n", "127.0.0.1", "-P", str(port), "-t", "myapp", "-p", "local3.err", *args]
+    subprocess.run(cmd, check=True, timeout=10, capture_output=True)
+
+
+@needs_logger
+@pytest.mark.slow
+@pytest.mark.parametrize("style", ["--rfc5424", "--rfc3164"])
+def test_logger_udp(udp_socket: socket.socket, style: str) -> None:
+    run_logger(["-d", style, "--id=4242", "hello wörld"], udp_socket.getsockname()[1])
+    gram = udp_socket.recv(65536)
+    rec = SyslogFormat(now=datetime.now(UTC).timestamp()).parse(gram)
+    assert (rec["name"], rec["process"], rec["msg"]) == ("myapp", 4242, "hello wörld")
+    assert (rec["levelname"], rec["syslog_severity"], rec["syslog_facility"]) == ("ERROR", "err", "local3")
+    assert rec["hostname"] and socket.gethostname().startswith(rec["hostname"])  # logger cuts at "."
+    assert abs(rec["created"] - datetime.now(UTC).timestamp()) < 24 * 3600  # 3164: local time as UTC
+    if style == "--rfc5424":
+        assert rec["sd"]["timeQuality"]["tzKnown"] == "1"
+
+
+@needs_logger
+@pytest.mark.slow
+def test_logger_tcp_non_transparent_and_octet_counted(tcp_listener: socket.socket) -> None:
+    port = tcp_listener.getsockname()[1]
+    streams = []
+    for args in (
+        ["-T", "--rfc5424", "plain tcp"],
+        ["-T", "--rfc3164", "old style"],
+        [
+            "-T",
+            "--rfc5424",
+            "--octet-count",
+            "--msgid",
+            "ID47",
+            "--sd-id",
+            "zoo@123",
+            "--sd-param",
+            'tiger="hungry\\"x\\]y"',
+            "counted",
+        ],
+    ):
+        run_logger(args, port)
+        streams.append(read_all(tcp_listener))
+    assert streams[0].endswith(b"plain tcp\n")  # logger -T: LF framing
+    assert streams[2][:1].isdigit()  # --octet-count: "LEN <PRI>1 ..."
+    recs = [run([s], SyslogFramer(), SyslogFormat(now=datetime.now(UTC).timestamp())) for s in streams]
+    assert [len(r) for r in recs] == [1, 1, 1]
+    plain, old, counted = (r[0] for r in recs)
+    assert isinstance(plain, dict) and isinstance(old, dict) and isinstance(counted, dict)
+    assert (plain["name"], plain["msg"], plain["levelno"]) == ("myapp", "plain tcp", 40)
+    assert (old["name"], old["msg"]) == ("myapp", "old style")
+    assert counted["msgid"] == "ID47"
+    assert counted["sd"]["zoo@123"] == {"tiger": 'hungry"x]y'}
+    assert counted["msg"] == "counted"
+    # And byte by byte, all three streams on one connection.
+    data = b"".join(streams)
+    one_by_one = run([data[i : i + 1] for i in range(len(data))], SyslogFramer(), SyslogFormat(now=NOW))
+    assert [r["msg"] for r in one_by_one if isinstance(r, dict)] == ["plain tcp", "old style", "counted"]
+
+
+# --- properties --------------------------------------------------------------------------------
+
+_token = st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=20).filter(
+    lambda s: s != "-"
+)
+_sd_name = st.text(
+    st.characters(min_codepoint=33, max_codepoint=126, exclude_characters='= ]"'), min_size=1, max_size=10
+)
+_sd_value = st.text(st.characters(codec="utf-8"), max_size=12)
+_msg = st.text(st.characters(codec="utf-8"), max_size=40).filter(
+    lambda s: not s.startswith("\ufeff") and s == s.rstrip("\r\n\x00")
+)
+
+
+def _escape(v: str) -> str:
+    return v.replace("\\", "\\\\").replace('"', '\\"').replace("]", "\\]")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(0, 191),
+    st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(9998, 1, 1), timezones=st.just(UTC)),
+    _token,
+    _token,
+    _token | st.integers(0, 2**31).map(str),
+    _token,
+    st.dictionaries(_sd_name, st.dictionaries(_sd_name, _sd_value, max_size=3), max_size=3),
+    _msg,
+)
+def test_rfc5424_round_trip(
+    pri: int,
+    when: datetime,
+    hostname: str,
+    app: str,
+    procid: str,
+    msgid: str,
+    sd: dict[str, dict[str, str]],
+    msg: str,
+) -> None:
+    sd_text = "".join(
+        "[" + sd_id + "".join(f' {k}="{_escape(v)}"' for k, v in params.items()) + "]"
+        for sd_id, params in sd.items()
+    )
+    line = f"<{pri}>1 {when.isoformat()} {hostname} {app} {procid} {msgid} {sd_text or '-'} {msg}"
+    rec = SyslogFormat().parse(line.encode())
+    assert rec["created"] == when.timestamp()
+    assert (rec["hostname"], rec["name"], rec["msgid"], rec["msg"]) == (hostname, app, msgid, msg)
+    if procid.isdigit() and len(procid) < 19:
+        assert rec["process"] == int(procid)
+    else:
+        assert rec["procid"] == procid
+    assert rec.get("sd", {}) == sd
+    assert rec["syslog_severity"] == SEVERITY_NAMES[pri & 7]
+    assert rec["syslog_facility"] == FACILITY_NAMES[pri >> 3]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=300))
+def test_arbitrary_messages_give_a_dict_or_malformed(msg: bytes) -> None:
+    try:
+        rec = SyslogFormat(now=NOW).parse(b"<13>" + msg)
+    except RecordRejected as exc:  # pragma: no cover - a valid PRI is never rejected
+        raise AssertionError("rejected") from exc
+    assert type(rec["msg"]) is str
+    try:
+        SyslogFormat(now=NOW).parse(msg)
+    except RecordRejected as exc:
+        assert exc.reason == "malformed"
+
+
+_PIECES = [octet(M1), octet(M2), b"<14>a\n", b"<14>b\x00", b"\r\n", b"12", b"0", b" ", b"x" * 40, b"<1", b"9"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.sampled_from(_PIECES) | st.binary(max_size=6), max_size=20),
+    st.lists(st.integers(0, 2000), max_size=6),
+    st.integers(8, 200),
+)
+def test_arbitrary_streams_yield_records_rejections_or_one_protocol_error(
+    pieces: list[bytes], cuts: list[int], cap: int
+) -> None:
+    data = b"".join(pieces)
+    points = sorted({c % (len(data) + 1) for c in cuts})
+    chunks = [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True) if b > a]
+    result = run(chunks, SyslogFramer(cap), SyslogFormat(now=NOW))
+    for item in result[:-1]:
+        assert isinstance(item, dict | str)
+    # Chunking never changes the outcome.
+    assert _summary(result) == _summary(run([data], SyslogFramer(cap), SyslogFormat(now=NOW)))
+
+
+def _summary(items: list[Item]) -> list[Any]:
+    return [("ERR", i.reason) if isinstance(i, ProtocolError) else i for i in items]
