@@ -38,6 +38,8 @@ class Service:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir / "service.log"
         self._log_offset = 0
+        # Highest VmHWM (KiB) seen in any run of this Service; sampled just before each stop.
+        self.peak_rss_kb = 0
 
     def start(self, timeout: float = 60.0) -> Service:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -50,6 +52,7 @@ class Service:
             "--data-dir", str(self.data_dir),
             "--batch-max-age", "50ms",
             "--stats-interval", "0",
+            "--metrics", "127.0.0.1:0",
             *self.args,
         ]  # fmt: skip
         with open(self.log_path, "ab") as log:
@@ -77,6 +80,28 @@ class Service:
             f.seek(self._log_offset)
             return f.read().decode("utf-8", "replace")
 
+    def sample_peak_rss(self) -> int:
+        """Read VmHWM (peak resident set, KiB) of the running service into ``peak_rss_kb``.
+
+        The kernel keeps the high-water mark for the life of the process, so one sample just
+        before it stops sees its whole peak. Once it has exited there is nothing to read
+        (``/proc/PID`` of a zombie has no memory lines) and the last value stands.
+        """
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                status = Path(f"/proc/{self.proc.pid}/status").read_text()
+            except OSError:
+                status = ""
+            m = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
+            if m:
+                self.peak_rss_kb = max(self.peak_rss_kb, int(m.group(1)))
+        return self.peak_rss_kb
+
+    @property
+    def peak_rss_mb(self) -> float:
+        """``peak_rss_kb`` in MiB, for reports."""
+        return self.peak_rss_kb / 1024
+
     def send(self, signum: int) -> None:
         assert self.proc is not None
         self.proc.send_signal(signum)
@@ -84,6 +109,7 @@ class Service:
     def stop(self, signum: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         """Signal the service (by pid: only the process we started) and wait for it."""
         assert self.proc is not None
+        self.sample_peak_rss()
         if self.proc.poll() is None:
             self.proc.send_signal(signum)
         try:
@@ -97,6 +123,7 @@ class Service:
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
+            self.sample_peak_rss()
             self.proc.kill()
             self.proc.wait(10)
 

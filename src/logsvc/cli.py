@@ -9,7 +9,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from logsvc import __version__, bench, config, query
+from logsvc import __version__, bench, config, ops, query
 from logsvc.errors import ConfigError, LogsvcError
 
 log = logging.getLogger("logsvc")
@@ -28,15 +28,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser(
         "serve",
         help="receive logging records and store them in PostgreSQL",
-        description="Receive records from Python's logging.handlers.SocketHandler on edge-triggered "
+        description="Receive records from Python's logging.handlers.SocketHandler (and, with the "
+        "--listen-* options, DatagramHandler, JSON lines, syslog and HTTP) on edge-triggered "
         "epoll, append them to a journal under --data-dir, and ship them to PostgreSQL in batches, "
         "each committed with its journal position so nothing is lost or stored twice. Without --dsn "
-        "an embedded PostgreSQL is started under DATA_DIR/pg.",
+        "an embedded PostgreSQL is started under DATA_DIR/pg. Figures: /metrics on --metrics.",
     )
     config.add_arguments(serve)
     serve.set_defaults(func=_serve)
     query.add_parsers(sub)
     bench.add_parser(sub)
+    ops.add_stats_parser(sub)
     return parser
 
 

@@ -91,6 +91,10 @@ def parse_fsync(text: str) -> str:
     return text
 
 
+def _parse_optional_hostport(text: str) -> tuple[str, int] | None:
+    return parse_hostport(text) if str(text).strip() else None
+
+
 def parse_cidr(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     """``"10.0.0.0/8"``, ``"127.0.0.1"`` (one address), ``"::1/128"`` -> a network."""
     try:
@@ -159,6 +163,49 @@ OPTIONS: tuple[Option, ...] = (
         "HOST:PORT",
         True,
     ),
+    Option(
+        "listen_udp",
+        parse_hostport,
+        "UDP address for logging.handlers.DatagramHandler (one pickle frame per datagram); repeatable",
+        "HOST:PORT",
+        True,
+    ),
+    Option(
+        "listen_json",
+        parse_hostport,
+        "TCP address for JSON lines (one object per line: Vector, Fluent Bit, any language); repeatable",
+        "HOST:PORT",
+        True,
+    ),
+    Option(
+        "listen_syslog",
+        parse_hostport,
+        "TCP address for syslog (RFC 5424 or 3164; octet-counted or newline framing, RFC 6587); repeatable",
+        "HOST:PORT",
+        True,
+    ),
+    Option(
+        "listen_syslog_udp",
+        parse_hostport,
+        "UDP address for syslog (RFC 5424 or 3164, one message per datagram); repeatable",
+        "HOST:PORT",
+        True,
+    ),
+    Option(
+        "listen_http",
+        parse_hostport,
+        "HTTP address: POST /ingest (NDJSON, a JSON array, or logging.handlers.HTTPHandler's form), "
+        "plus /metrics, /healthz and /readyz; repeatable",
+        "HOST:PORT",
+        True,
+    ),
+    Option(
+        "metrics",
+        _parse_optional_hostport,
+        "HTTP address for /metrics, /healthz and /readyz only (logsvc stats reads it); --metrics= for none",
+        "HOST:PORT",
+    ),
+    Option("http_max_body_bytes", parse_size, "largest HTTP request body accepted (413 past it)", "SIZE"),
     Option("tls_cert", parse_file, "PEM certificate chain of the TLS listeners", "FILE"),
     Option("tls_key", parse_file, "PEM private key of --tls-cert", "FILE"),
     Option(
@@ -268,6 +315,15 @@ OPTIONS: tuple[Option, ...] = (
 class Settings:
     listen: list[tuple[str, int] | str] = field(default_factory=lambda: [("127.0.0.1", 5000)])
     listen_tls: list[tuple[str, int]] = field(default_factory=list)
+    listen_udp: list[tuple[str, int]] = field(default_factory=list)
+    listen_json: list[tuple[str, int]] = field(default_factory=list)
+    listen_syslog: list[tuple[str, int]] = field(default_factory=list)
+    listen_syslog_udp: list[tuple[str, int]] = field(default_factory=list)
+    listen_http: list[tuple[str, int]] = field(default_factory=list)
+    # Loopback only by default: the figures are for the operator on this machine (and
+    # Prometheus is told to scrape another address on purpose).
+    metrics: tuple[str, int] | None = ("127.0.0.1", 5080)
+    http_max_body_bytes: int = 16 << 20
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_client_ca: Path | None = None

@@ -105,6 +105,11 @@ class Reactor:
         self._old_wakeup_fd: int | None = None
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
+        # Loop health, read by /metrics: turns, seconds spent working (not waiting in poll),
+        # and the longest turn since ``take_max_busy()`` was last called.
+        self.iterations = 0
+        self.busy_seconds = 0.0
+        self._max_busy = 0.0
 
     # -- file descriptors ------------------------------------------------------------------
 
@@ -195,8 +200,14 @@ class Reactor:
         while not self._stopping:
             self.run_once()
 
+    def take_max_busy(self) -> float:
+        """The longest turn's working time since the last call (then reset)."""
+        value, self._max_busy = self._max_busy, 0.0
+        return value
+
     def run_once(self, max_timeout: float | None = None) -> None:
         """One turn: ready callbacks, due timers, before-poll hooks, poll, dispatch."""
+        started = time.monotonic()
         for _ in range(len(self._ready)):
             self._run_callback(self._ready.popleft())
 
@@ -230,7 +241,9 @@ class Reactor:
         if max_timeout is not None and (timeout < 0 or timeout > max_timeout):
             timeout = max_timeout
 
+        polling = time.monotonic()
         events = self._epoll.poll(timeout, MAX_EVENTS_PER_POLL)
+        polled = time.monotonic()
         handlers = self._handlers
         for fd, mask in events:
             handler = handlers.get(fd)
@@ -242,6 +255,11 @@ class Reactor:
                 log.exception("Unhandled error in the handler of fd %d; the loop goes on.", fd)
         if self._pending_signals:
             self._dispatch_signals()
+        busy = (polling - started) + (time.monotonic() - polled)
+        self.iterations += 1
+        self.busy_seconds += busy
+        if busy > self._max_busy:
+            self._max_busy = busy
 
     def _run_callback(self, callback: Callable[[], None]) -> None:
         try:

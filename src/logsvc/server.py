@@ -53,13 +53,27 @@ from functools import partial
 from pathlib import Path
 
 from logsvc import loop as _loop
+from logsvc import ops
 from logsvc.config import Settings
 from logsvc.errors import ConfigError, ProtocolError, RecordRejected
+from logsvc.http import HttpConnection, Request, Response
 from logsvc.journal import Journal
 from logsvc.metrics import Metrics
 from logsvc.store.copyfmt import RowEncoder
 from logsvc.store.sink import PgSink
-from logsvc.wire import NEED_DATA, Decoder, LengthPrefixFramer, PickleFormat
+from logsvc.wire import (
+    NEED_DATA,
+    Decoder,
+    Format,
+    JsonFormat,
+    LengthPrefixFramer,
+    LineFramer,
+    PickleDatagramFormat,
+    PickleFormat,
+    SyslogFormat,
+    SyslogFramer,
+)
+from logsvc.wire.http_body import parse_ingest
 
 log = logging.getLogger("logsvc.server")
 
@@ -85,6 +99,27 @@ RESERVED_FDS = 64
 # Refusals at accept are logged at most this often (a flood must not flood the log).
 REFUSAL_LOG_INTERVAL_S = 10.0
 _PEERCRED = struct.Struct("3i")
+# Datagrams read from one UDP socket per loop turn before the others get their turn.
+DATAGRAM_BUDGET = 2048
+MAX_DATAGRAM_BYTES = 65535
+# Asked for as the UDP receive buffer: ~2 s of the seed's load in the kernel while a turn
+# runs long. Above net.core.rmem_max only root gets it (SO_RCVBUFFORCE); we try both.
+UDP_RCVBUF_BYTES = 8 << 20
+_SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40)  # Linux: the drop counter as ancillary data
+_UINT32 = struct.Struct("I")
+# How long a kept-alive HTTP connection may sit between requests (nginx keepalive_timeout).
+HTTP_KEEPALIVE_S = 75.0
+# What each listener kind speaks, for the start-up log.
+_KIND_TEXT = {
+    "pickle": "SocketHandler pickle frames",
+    "json": "JSON lines",
+    "syslog": "syslog over TCP, octet-counted or newline framed",
+    "udp": "DatagramHandler pickle datagrams",
+    "syslog_udp": "syslog datagrams",
+    "http": "HTTP: POST /ingest, /metrics, /healthz, /readyz",
+    "metrics": "HTTP: /metrics, /healthz, /readyz",
+}
+_HTTP_PATHS = frozenset({"/ingest", "/metrics", "/healthz", "/readyz"})
 
 # Errno values that mean "the peer went away": close quietly (tornado _ERRNO_CONNRESET).
 _QUIET_ERRNOS = frozenset({errno.ECONNRESET, errno.ECONNABORTED, errno.EPIPE, errno.ETIMEDOUT})
@@ -99,7 +134,7 @@ _EV_TLS = _EV_READ | _loop.EPOLLOUT
 class Listener:
     """A listening socket and what its connections speak."""
 
-    __slots__ = ("kind", "name", "sock", "tls", "unix_path")
+    __slots__ = ("drops_seen", "format", "kind", "name", "sock", "tls", "unix_path")
 
     def __init__(
         self, sock: socket.socket, kind: str, name: str, tls: ssl.SSLContext | None, unix_path: str | None
@@ -109,6 +144,8 @@ class Listener:
         self.name = name
         self.tls = tls
         self.unix_path = unix_path
+        self.format: Format | None = None  # datagram listeners: parses one datagram
+        self.drops_seen = 0  # datagram listeners: the kernel's drop counter last seen
 
 
 class Connection:
@@ -161,6 +198,7 @@ class Server:
             retention_days=settings.retention,
             extra_index_keys=tuple(k for k in settings.index_extra if k),
             on_released=self._on_journal_released,
+            dead_letter_dir=Path(settings.data_dir) / "deadletter",
         )
         self.encoder = RowEncoder()
         self.listeners: list[Listener] = []
@@ -177,6 +215,12 @@ class Server:
         self._max_connections = settings.max_connections
         self._refusals_logged = 0.0
         self._tls: ssl.SSLContext | None = None
+        self._paused_datagrams: set[Listener] = set()
+        self.http_conns: dict[int, HttpConnection] = {}
+        self._http_waiters: list[tuple[HttpConnection, int, dict[str, int]]] = []
+        self._registry = ops.make_registry(self)
+        self._syslog_formats: list[SyslogFormat] = []
+        self.started = time.monotonic()
         self._stopping = False
         self._done = False
         self._recv_buf = bytearray(RECV_CHUNK_BYTES)
@@ -210,8 +254,27 @@ class Server:
                 self._listen_unix(where)
             else:
                 self._listen(*where)
-        for host, port in self.settings.listen_tls:
+        st = self.settings
+        for host, port in st.listen_tls:
             self._listen(host, port, tls=self._tls)
+        for kind, addrs in (
+            ("json", st.listen_json),
+            ("syslog", st.listen_syslog),
+            ("http", st.listen_http),
+        ):
+            for host, port in addrs:
+                self._listen(host, port, kind=kind)
+        for kind, addrs in (("udp", st.listen_udp), ("syslog_udp", st.listen_syslog_udp)):
+            for host, port in addrs:
+                self._listen_datagrams(host, port, kind)
+        if st.metrics is not None:
+            try:
+                self._listen(*st.metrics, kind="metrics")
+            except OSError as exc:
+                raise ConfigError(
+                    f"--metrics {st.metrics[0]}:{st.metrics[1]}: {exc.strerror}; give another "
+                    "address with --metrics HOST:PORT, or --metrics= for none"
+                ) from None
         r = self.reactor
         r.add_before_poll(self._flush_pending)
         r.add_signal_handler(signal.SIGTERM, self._on_stop_signal)
@@ -232,19 +295,60 @@ class Server:
             self._close_all()
         return 0
 
-    def _listen(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> None:
+    def _listen(self, host: str, port: int, tls: ssl.SSLContext | None = None, kind: str = "pickle") -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(LISTEN_BACKLOG)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            sock.listen(LISTEN_BACKLOG)
+        except OSError:
+            sock.close()
+            raise
         sock.setblocking(False)
         addr = sock.getsockname()[:2]
         self.addresses.append(addr)
         shown = f"[{addr[0]}]:{addr[1]}" if family == socket.AF_INET6 else f"{addr[0]}:{addr[1]}"
-        self._add_listener(Listener(sock, "pickle", shown, tls, None))
-        what = "TLS, SocketHandler pickle frames" if tls else "SocketHandler pickle frames"
-        log.info("Listening on %s (%s).", shown, what)
+        self._add_listener(Listener(sock, kind, shown, tls, None))
+        what = _KIND_TEXT[kind]
+        log.info("Listening on %s (%s).", shown, f"TLS, {what}" if tls else what)
+
+    def _listen_datagrams(self, host: str, port: int, kind: str) -> None:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            sock.close()
+            raise
+        sock.setblocking(False)
+        for opt in (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF):
+            if opt is None:
+                continue
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, opt, UDP_RCVBUF_BYTES)
+                break
+            except OSError:
+                continue
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, _SO_RXQ_OVFL, 1)
+        except OSError:
+            pass  # not Linux: drops are not observable
+        addr = sock.getsockname()[:2]
+        shown = f"[{addr[0]}]:{addr[1]}" if family == socket.AF_INET6 else f"{addr[0]}:{addr[1]}"
+        lst = Listener(sock, kind, shown, None, None)
+        if kind == "udp":
+            lst.format = PickleDatagramFormat(self.settings.max_frame_bytes)
+        else:
+            fmt = SyslogFormat()
+            self._syslog_formats.append(fmt)
+            lst.format = fmt
+        self.listeners.append(lst)
+        self.reactor.register(
+            sock.fileno(), _loop.EPOLLIN | _loop.EPOLLET, lambda ev: self._handle_datagrams(lst)
+        )
+        rcvbuf = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        log.info("Listening on udp %s (%s; receive buffer %d bytes).", shown, _KIND_TEXT[kind], rcvbuf)
 
     def _listen_unix(self, path: str) -> None:
         _remove_stale_socket(path)
@@ -273,6 +377,7 @@ class Server:
         )
 
     def _close_listeners(self) -> None:
+        self._paused_datagrams.clear()
         for lst in self.listeners:
             self.reactor.unregister(lst.sock.fileno())
             lst.sock.close()
@@ -323,11 +428,25 @@ class Server:
             if self._allow and not _allowed(addr[0], self._allow):
                 self._refuse(sock, peer, "not_allowed", "not in --allow")
                 return
-        if len(self.conns) >= self._max_connections:
+        if len(self.conns) + len(self.http_conns) >= self._max_connections:
             why = f"--max-connections {self._max_connections} reached"
             self._refuse(sock, peer, "too_many_connections", why)
             return
         sock.setblocking(False)
+        if listener.kind in ("http", "metrics"):
+            hconn = HttpConnection(
+                sock,
+                peer,
+                self.reactor,
+                partial(self._http_app, listener.kind),
+                max_body_bytes=self.settings.http_max_body_bytes,
+                on_close=self._http_closed,
+            )
+            self.http_conns[hconn.fd] = hconn
+            self.metrics.connections_accepted += 1
+            self.metrics.connections_open += 1
+            hconn.start()
+            return
         if listener.tls is not None:
             try:
                 sock = listener.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
@@ -344,7 +463,13 @@ class Server:
         self.reactor.call_soon(partial(self._handle_read, conn))
 
     def _new_decoder(self, kind: str) -> Decoder:
-        return Decoder(LengthPrefixFramer(max_frame_bytes=self.settings.max_frame_bytes), PickleFormat())
+        cap = self.settings.max_frame_bytes
+        if kind == "json":
+            return Decoder(LineFramer(cap), JsonFormat())
+        if kind == "syslog":
+            fmt = SyslogFormat()
+            return Decoder(SyslogFramer(cap), fmt)
+        return Decoder(LengthPrefixFramer(max_frame_bytes=cap), PickleFormat())
 
     def _refuse(self, sock: socket.socket, peer: str, reason: str, why: str) -> None:
         self.metrics.connections_refused[reason] += 1
@@ -442,6 +567,8 @@ class Server:
         """Turn every complete frame into a pending row; False if the connection was closed."""
         dec = conn.decoder
         enc = self.encoder.encode
+        if conn.kind == "syslog":
+            dec.format.now = received  # type: ignore[attr-defined]  # RFC 3164 has no year
         received_ts = self.encoder.timestamp(received)
         pending = self._pending
         seq = self.journal.next_seq + len(pending)
@@ -461,12 +588,14 @@ class Server:
                     # One bad line or message: counted, skipped, the stream goes on.
                     self.metrics.records_rejected[conn.kind, exc.reason] += 1
         except ProtocolError as exc:
-            self.metrics.frames_rejected[exc.reason] += 1
+            self.metrics.frames_rejected[conn.kind, exc.reason] += 1
             log.warning("Closing %s: bad frame (%s): %s.", peer, exc.reason, exc)
             self._close(conn, exc.reason)
             return False
         finally:
             self._pending_bytes += nbytes
+            if len(pending) != first:
+                self.metrics.records_received_by[conn.kind] += len(pending) - first
             # Slowloris clock: runs while a started frame is held and no frame completes.
             if len(pending) != first or not dec.buffered_bytes:
                 conn.partial_since = 0.0
@@ -475,6 +604,141 @@ class Server:
             if self._pending_bytes >= BLOCK_FLUSH_BYTES:
                 self._flush_pending()
         return True
+
+    # -- datagrams ------------------------------------------------------------------------
+
+    def _handle_datagrams(self, lst: Listener) -> None:
+        """Read datagrams until EAGAIN (or the budget); each is one record or one rejection."""
+        if self._hold:
+            # Not read: the kernel buffer fills and drops, which SO_RXQ_OVFL counts. UDP
+            # has no backpressure; this is the best there is.
+            self._paused_datagrams.add(lst)
+            return
+        sock, fmt = lst.sock, lst.format
+        assert fmt is not None
+        enc = self.encoder.encode
+        pending = self._pending
+        m = self.metrics
+        now = time.time()
+        received_ts = self.encoder.timestamp(now)
+        if isinstance(fmt, SyslogFormat):
+            fmt.now = now
+        nbytes = 0
+        got = 0
+        ok = 0
+        ancsize = socket.CMSG_SPACE(_UINT32.size)
+        for _ in range(DATAGRAM_BUDGET):
+            try:
+                data, anc, _flags, addr = sock.recvmsg(MAX_DATAGRAM_BYTES, ancsize)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                log.warning("Receiving on udp %s failed: %s.", lst.name, exc)
+                break
+            got += 1
+            nbytes += len(data)
+            for level, typ, value in anc:
+                if level == socket.SOL_SOCKET and typ == _SO_RXQ_OVFL and len(value) >= _UINT32.size:
+                    total = _UINT32.unpack_from(value)[0]
+                    if total > lst.drops_seen:
+                        m.udp_datagrams_dropped += total - lst.drops_seen
+                        lst.drops_seen = total
+            peer = f"[{addr[0]}]:{addr[1]}" if sock.family == socket.AF_INET6 else f"{addr[0]}:{addr[1]}"
+            try:
+                rec = fmt.parse(data)
+            except RecordRejected as exc:
+                m.records_rejected[lst.kind, exc.reason] += 1
+                continue
+            except ProtocolError as exc:  # a format that breaks its promise still costs one datagram
+                m.records_rejected[lst.kind, exc.reason] += 1
+                continue
+            row = enc(rec, self.journal.next_seq + len(pending), peer, received_ts)
+            pending.append(row)
+            self._pending_bytes += len(row)
+            ok += 1
+        else:
+            self.reactor.call_soon(lambda: self._handle_datagrams(lst))
+        m.bytes_received += nbytes
+        if ok:
+            m.records_received_by[lst.kind] += ok
+        if self._pending_bytes >= BLOCK_FLUSH_BYTES:
+            self._flush_pending()
+
+    # -- HTTP ------------------------------------------------------------------------------
+
+    def _http_app(self, kind: str, conn: HttpConnection, req: Request) -> Response | None:
+        path = req.path if req.path in _HTTP_PATHS else "other"
+        if req.path == "/ingest" and kind == "http":
+            resp = self._ingest(conn, req)
+            if resp is None:
+                return None  # answered once the records are in the journal
+        elif req.method not in ("GET", "HEAD") and req.path in _HTTP_PATHS:
+            resp = Response.json(405, {"error": f"{req.method} is not allowed on {req.path}"},
+                                 [("Allow", "GET, HEAD")])  # fmt: skip
+        elif req.path == "/metrics":
+            resp = ops.metrics_response(self._registry)
+        elif req.path == "/healthz":
+            resp = ops.health(self)
+        elif req.path == "/readyz":
+            resp = ops.readiness(self)
+        else:
+            resp = Response.json(404, {"error": f"no such path: {req.path[:200]}"})
+        self.metrics.http_requests[path, resp.status] += 1
+        return resp
+
+    def _ingest(self, conn: HttpConnection, req: Request) -> Response | None:
+        if req.method not in ("POST", "GET"):
+            return Response.json(405, {"error": "use POST /ingest"}, [("Allow", "POST, GET")])
+        if self._hold or self._stopping:
+            why = "the service is stopping" if self._stopping else "the journal is full; retry later"
+            return Response.json(503, {"error": why}, [("Retry-After", "1")])
+        enc = self.encoder.encode
+        pending = self._pending
+        received = time.time()
+        received_ts = self.encoder.timestamp(received)
+        accepted = 0
+        rejected: dict[str, int] = {}
+        try:
+            for item in parse_ingest(req.method, req.headers.get("content-type", ""), req.body, req.query):
+                if isinstance(item, RecordRejected):
+                    rejected[item.reason] = rejected.get(item.reason, 0) + 1
+                    self.metrics.records_rejected["http", item.reason] += 1
+                    continue
+                row = enc(item, self.journal.next_seq + len(pending), conn.peer, received_ts)
+                pending.append(row)
+                self._pending_bytes += len(row)
+                accepted += 1
+        except ProtocolError as exc:
+            self.metrics.frames_rejected["http", exc.reason] += 1
+            return Response.json(400, {"error": str(exc)})
+        self.metrics.records_received_by["http"] += accepted
+        if not accepted:
+            status = 400 if rejected else 200
+            return Response.json(status, {"accepted": 0, "rejected": rejected})
+        self._http_waiters.append((conn, accepted, rejected))
+        if self._pending_bytes >= BLOCK_FLUSH_BYTES:
+            self._flush_pending()
+        return None
+
+    def _answer_waiters(self, status: int) -> None:
+        waiters, self._http_waiters = self._http_waiters, []
+        for conn, accepted, rejected in waiters:
+            if status == 200:
+                resp = Response.json(200, {"accepted": accepted, "rejected": rejected})
+            else:
+                resp = Response.json(status, {"error": "the journal could not be written"})
+            self.metrics.http_requests["/ingest", status] += 1
+            conn.respond(resp)
+
+    def _http_closed(self, conn: HttpConnection, reason: str) -> None:
+        self.http_conns.pop(conn.fd, None)
+        self.metrics.connections_open -= 1
+        self.metrics.connections_closed[reason] += 1
+
+    @property
+    def holding(self) -> bool:
+        """True while reads from clients are paused (journal full or failing)."""
+        return self._hold
 
     def _close(self, conn: Connection, reason: str, exc: BaseException | None = None) -> None:
         if conn.closed:
@@ -528,6 +792,8 @@ class Server:
             self._update_hold()
         self.metrics.records_received += count
         self.metrics.journal_blocks += 1
+        if self._http_waiters:
+            self._answer_waiters(200)
         self.sink.notify_appended()
         if not self._backpressure and self.journal.over_limit(self.sink.confirmed_seq):
             self._backpressure = True
@@ -573,6 +839,9 @@ class Server:
             self._paused.clear()
             for conn in paused:
                 self.reactor.call_soon(partial(self._handle_read, conn))
+            for lst in self._paused_datagrams:
+                self.reactor.call_soon(partial(self._handle_datagrams, lst))
+            self._paused_datagrams.clear()
         self._hold = hold
 
     def _on_journal_released(self) -> None:
@@ -616,6 +885,14 @@ class Server:
             ):
                 self._close(conn, "slow")
                 slow += 1
+        keepalive_before = now - HTTP_KEEPALIVE_S
+        for hconn in list(self.http_conns.values()):
+            if hconn.partial_since and hconn.partial_since < slow_before:
+                hconn.timeout(408, "slow")
+                slow += 1
+            elif not hconn.partial_since and hconn.last_active < keepalive_before:
+                hconn.timeout(0, "idle")
+                idle += 1
         if idle or slow:
             log.info(
                 "Closed %d idle (nothing for %gs) and %d slow (a frame unfinished for %gs) connections.",
@@ -710,6 +987,10 @@ class Server:
             self._close(conn, "shutdown")
         self._close_listeners()
         self._flush_pending()
+        if self._http_waiters:
+            self._answer_waiters(503)
+        for hconn in list(self.http_conns.values()):
+            hconn.close("shutdown")
         self.sink.close()
         self._sync_quietly()
         self.journal.close()
