@@ -87,6 +87,12 @@ _get_texts = operator.itemgetter(
     "stack_info",
 )
 _get_numbers = operator.itemgetter("levelno", "lineno", "process", "thread", "created")
+# Records from JSON, syslog or HTTP lack most LogRecord keys: filled with None (NULL) they
+# take the fast path too (one dict merge, ~0.3 us, instead of the slow path's ~30 us).
+_ABSENT: dict[str, Any] = dict.fromkeys(
+    ("levelname", "name", "msg", "pathname", "funcName", "module", "processName", "threadName",
+     "exc_text", "stack_info", "levelno", "lineno", "process", "thread", "created")
+)  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -140,12 +146,17 @@ class RowEncoder:
         # time. It is straight-line code on purpose: at 100k records/s each function call
         # per field is a measurable share of the service's CPU.
         try:
-            texts = _get_texts(rec)
-            levelno, lineno, process, thread, created = _get_numbers(rec)
+            try:
+                texts = _get_texts(rec)
+                levelno, lineno, process, thread, created = _get_numbers(rec)
+            except KeyError:
+                full = _ABSENT | rec
+                texts = _get_texts(full)
+                levelno, lineno, process, thread, created = _get_numbers(full)
             # One C call type-checks the text fields (join raises on non-str) and gives us one
             # string to search for characters that need escaping.
             probe = "".join(filter(None, texts))
-        except (KeyError, TypeError):
+        except TypeError:
             return self._encode_slow(rec, seq, peer, received_ts)
         if (
             "\\" in probe
@@ -153,27 +164,30 @@ class RowEncoder:
             or "\n" in probe
             or "\r" in probe
             or "\x00" in probe
-            or type(created) is not float
-            or not 0.0 < created < _MAX_EPOCH
-            or type(levelno) is not int
-            or type(lineno) is not int
-            or not (-_INT32 <= levelno < _INT32 and -_INT32 <= lineno < _INT32)
+            or (created is not None and (type(created) is not float or not 0.0 < created < _MAX_EPOCH))
+            or (levelno is not None and (type(levelno) is not int or not -_INT32 <= levelno < _INT32))
+            or (lineno is not None and (type(lineno) is not int or not -_INT32 <= lineno < _INT32))
             or (process is not None and (type(process) is not int or not -_INT64 <= process < _INT64))
             or (thread is not None and (type(thread) is not int or not -_INT64 <= thread < _INT64))
         ):
             return self._encode_slow(rec, seq, peer, received_ts)
         levelname, name, msg, pathname, func, module, pname, tname, exc, stack = texts
-        # self.timestamp(created), inlined (created > 0 here, so int() is floor()).
-        sec = int(created)
-        usec = int((created - sec) * 1e6 + 0.5)
-        if usec >= 1_000_000:
-            return self._encode_slow(rec, seq, peer, received_ts)
-        prefix = self._sec_prefix if sec == self._sec else self._prefix(sec)
         n = _NULL
+        if created is None:
+            created_ts = received_ts  # a sender without a clock: the receive time stands in
+        else:
+            # self.timestamp(created), inlined (created > 0 here, so int() is floor()).
+            sec = int(created)
+            usec = int((created - sec) * 1e6 + 0.5)
+            if usec >= 1_000_000:
+                return self._encode_slow(rec, seq, peer, received_ts)
+            prefix = self._sec_prefix if sec == self._sec else self._prefix(sec)
+            created_ts = f"{prefix}.{usec:06d}+00"
         line = (
-            f"{seq}\t{prefix}.{usec:06d}+00\t{received_ts}\t{levelno}\t"
+            f"{seq}\t{created_ts}\t{received_ts}\t{n if levelno is None else levelno}\t"
             f"{n if levelname is None else levelname}\t{n if name is None else name}\t"
-            f"{n if msg is None else msg}\t{n if pathname is None else pathname}\t{lineno}\t"
+            f"{n if msg is None else msg}\t{n if pathname is None else pathname}\t"
+            f"{n if lineno is None else lineno}\t"
             f"{n if func is None else func}\t{n if module is None else module}\t"
             f"{n if process is None else process}\t{n if pname is None else pname}\t"
             f"{n if thread is None else thread}\t{n if tname is None else tname}\t"
@@ -197,6 +211,8 @@ class RowEncoder:
             created_ts = self.timestamp(created)
         elif type(created) is int and _MIN_EPOCH < created < _MAX_EPOCH:
             created_ts = self.timestamp(float(created))
+        elif created is None:
+            created_ts = received_ts  # no time sent (JSON, syslog): not a bad field
         else:
             bad_created = created
             created_ts = received_ts
