@@ -62,7 +62,8 @@ from types import TracebackType
 from typing import NamedTuple
 
 from logsvc.errors import JournalCorrupt, LogsvcError
-from logsvc.journal.format import HEADER_SIZE, check_block, drop_rows, encode_header, scan
+from logsvc.journal.format import _HEADER as _HEADER_STRUCT
+from logsvc.journal.format import HEADER_SIZE, MAGIC, check_block, drop_rows, encode_header, scan
 
 FSYNC_POLICIES = ("always", "interval", "never")
 
@@ -113,6 +114,8 @@ class RecoveryReport:
     corrupt: tuple[CorruptRange, ...]
     inconsistencies: tuple[str, ...]  # segment names that disagree with contents, stray files
     next_seq: int
+    # Records in the torn block, when its header survived (0 if it did not: then unknown).
+    torn_tail_records: int = 0
 
     @property
     def records_lost(self) -> int:
@@ -442,6 +445,7 @@ class Journal:
 
         corrupt: list[CorruptRange] = []
         torn_truncated = 0
+        torn_records = 0
         blocks = 0
         records = 0
         prev_end = 1
@@ -477,6 +481,7 @@ class Journal:
             if res.torn_tail_bytes:
                 cut = size - res.torn_tail_bytes
                 if last:
+                    torn_records += _torn_count(data, cut, after)
                     os.truncate(path, cut)
                     torn_truncated += res.torn_tail_bytes
                     size = cut
@@ -515,6 +520,7 @@ class Journal:
             corrupt=tuple(corrupt),
             inconsistencies=tuple(inconsistencies),
             next_seq=self.next_seq,
+            torn_tail_records=torn_records,
         )
 
     def _load_id(self, *, have_segments: bool) -> str:
@@ -590,3 +596,14 @@ class Journal:
                 reason="sequence",
             )
         return payload
+
+
+def _torn_count(data: bytes, offset: int, expected_seq: int) -> int:
+    """Records the torn block at ``offset`` claimed, if its header is whole and plausible."""
+    hdr = data[offset : offset + HEADER_SIZE]
+    if len(hdr) < HEADER_SIZE:
+        return 0
+    magic, _length, first_seq, count, _crc = _HEADER_STRUCT.unpack(hdr)
+    if magic != MAGIC or first_seq != expected_seq or not 0 < count < 1 << 24:
+        return 0
+    return int(count)

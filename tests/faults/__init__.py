@@ -1,0 +1,1 @@
+"""Fault tests: one fault under load each, reporting a row of docs/reliability.md."""
