@@ -16,8 +16,9 @@ Theory of operation
 * A connection whose reader stopped early (byte budget) is pushed onto the ready queue,
   since edge-triggered epoll will not report bytes that are already waiting.
 * When the journal reaches ``journal_max_bytes`` (PostgreSQL down for long), connections
-  stop being read: the kernel buffers fill and TCP pushes back on the clients. Reading
-  resumes once shipped segments are released. Nothing is dropped.
+  stop being read and listeners stop accepting: the kernel buffers fill and TCP pushes back
+  on the clients. Reading resumes once shipped segments are released. Nothing that was read
+  is dropped (a stock SocketHandler drops a record itself when a send blocks for 1 s).
 * A bad frame closes only its connection (counted by reason, logged once with the peer).
 * If a journal append fails (disk full, I/O error) the rows stay in memory, unchanged (their
   seqs are already in them), reads from clients stop as for a full journal, and the append
@@ -216,6 +217,7 @@ class Server:
         self._refusals_logged = 0.0
         self._tls: ssl.SSLContext | None = None
         self._paused_datagrams: set[Listener] = set()
+        self._paused_listeners: set[Listener] = set()
         self.http_conns: dict[int, HttpConnection] = {}
         self._http_waiters: list[tuple[HttpConnection, int, dict[str, int]]] = []
         self._registry = ops.make_registry(self)
@@ -241,7 +243,12 @@ class Server:
             self.journal.size_bytes,
         )
         if report.torn_tail_bytes_truncated:
-            log.warning("Journal: truncated a torn tail of %d bytes.", report.torn_tail_bytes_truncated)
+            n = report.torn_tail_records
+            log.warning(
+                "Journal: truncated a torn tail of %d bytes (%s).",
+                report.torn_tail_bytes_truncated,
+                f"{n} records lost" if n else "records lost unknown: its header was torn too",
+            )
         for path, start, end, lost in report.corrupt:
             log.error(
                 "Journal: corrupt range %s bytes %d-%d skipped, %d records lost.", path, start, end, lost
@@ -378,6 +385,7 @@ class Server:
 
     def _close_listeners(self) -> None:
         self._paused_datagrams.clear()
+        self._paused_listeners.clear()
         for lst in self.listeners:
             self.reactor.unregister(lst.sock.fileno())
             lst.sock.close()
@@ -394,6 +402,13 @@ class Server:
         # Edge-triggered: accept until EAGAIN, "there may be multiple connections waiting"
         # (asyncio selector_events.py L159-172).
         lsock = listener.sock
+        if self._hold and listener.kind not in ("http", "metrics"):
+            # Paused: new clients wait in the kernel's backlog instead of piling up here as
+            # connections nobody reads (a stock SocketHandler whose send times out after 1 s
+            # reconnects at once, every second). /metrics and /readyz stay reachable; ingest
+            # answers 503 while paused.
+            self._paused_listeners.add(listener)
+            return
         while not self._stopping and listener in self.listeners:
             try:
                 sock, addr = lsock.accept()
@@ -801,7 +816,7 @@ class Server:
             self.metrics.backpressure_episodes += 1
             log.warning(
                 "Journal is full (%d unshipped bytes >= journal_max_bytes %d); PostgreSQL is "
-                "behind. Pausing reads from clients until it catches up; nothing is dropped.",
+                "behind. Pausing reads from clients until it catches up; nothing read is dropped.",
                 self.journal.unshipped_bytes(self.sink.confirmed_seq),
                 self.settings.journal_max_bytes,
             )
@@ -842,6 +857,9 @@ class Server:
             for lst in self._paused_datagrams:
                 self.reactor.call_soon(partial(self._handle_datagrams, lst))
             self._paused_datagrams.clear()
+            for lst in self._paused_listeners:
+                self.reactor.call_soon(partial(self._handle_accept, lst))
+            self._paused_listeners.clear()
         self._hold = hold
 
     def _on_journal_released(self) -> None:
