@@ -66,6 +66,13 @@ def test_sigterm_reads_what_clients_already_sent_and_exits_zero(
     assert "Everything is in PostgreSQL" in service.log()
 
 
+class _AppObject:
+    """What an application might put in extra=: its own class, unknown to logsvc."""
+
+    def __init__(self) -> None:
+        self.user_id = 17
+
+
 class _Evil:
     def __init__(self, marker: Path) -> None:
         self.marker = marker
@@ -85,13 +92,18 @@ def test_hostile_pickles_never_run_and_other_clients_keep_going(
         sock.sendall(frame(pickle.dumps(_Evil(marker), 1)))
         sock.settimeout(10)
         assert sock.recv(1) == b""  # the service closed this connection
-    # 2. A call hidden in `extra`: the record is kept with a placeholder; nothing runs.
+    # 2. A call of os.system hidden in `extra`: forbidden, closed, nothing runs.
     d = {"msg": "carrier", "levelno": 40, "levelname": "ERROR", "name": "evil", "created": time.time()}
-    d["payload"] = _Evil(marker)
     for proto in (0, 1, 2, 4):
         with socket.create_connection(("127.0.0.1", service.port)) as sock:
-            sock.sendall(frame(pickle.dumps(d, proto)))
-    # 3. An oversized length header: closed before any body is read.
+            sock.sendall(frame(pickle.dumps(dict(d, payload=_Evil(marker)), proto)))
+            sock.settimeout(10)
+            assert sock.recv(1) == b""
+    # 3. An application's own object in `extra`: kept as a placeholder; nothing is imported.
+    for proto in (0, 1, 2, 4):
+        with socket.create_connection(("127.0.0.1", service.port)) as sock:
+            sock.sendall(frame(pickle.dumps(dict(d, payload=_AppObject()), proto)))
+    # 4. An oversized length header: closed before any body is read.
     with socket.create_connection(("127.0.0.1", service.port)) as sock:
         sock.sendall(b"\xff\xff\xff\xff")
         sock.settimeout(10)
@@ -107,9 +119,9 @@ def test_hostile_pickles_never_run_and_other_clients_keep_going(
             f"SELECT extra->>'payload' FROM {schema}.records WHERE logger = 'evil'"
         ).fetchall()
     assert rows == [("good", 4000), (None, 4)]
-    assert all(v is not None and v.startswith("<unpicklable") and "system" in v for (v,) in carriers)
+    assert carriers == [("<unpicklable tests.test_server_e2e._AppObject>",)] * 4
     log = service.log()
-    assert "bad frame (not_a_dict)" in log and "bad frame (oversized)" in log
+    assert "bad frame (forbidden)" in log and "bad frame (oversized)" in log
     assert service.stop() == 0
 
 

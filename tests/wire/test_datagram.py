@@ -106,11 +106,15 @@ def test_pickle_format_errors_become_record_rejected(body: bytes, expected: str)
     assert reason(struct.pack(">L", len(body)) + body) == expected
 
 
-def test_hostile_globals_become_placeholders_not_code() -> None:
-    body = b"}(" + S("msg") + S("m") + S("evil") + G("os", "system") + b"(" + S("true") + b"tRu."
+def test_hostile_globals_are_refused_and_unknown_ones_become_placeholders() -> None:
     fmt = PickleDatagramFormat()
+    body = b"}(" + S("msg") + S("m") + S("evil") + G("os", "system") + b"(" + S("true") + b"tRu."
+    with pytest.raises(RecordRejected) as info:
+        fmt.parse(struct.pack(">L", len(body)) + body)
+    assert info.value.reason == "forbidden"
+    body = b"}(" + S("msg") + S("m") + S("obj") + G("myapp.models", "User") + b"(" + S("x") + b"tRu."
     rec = fmt.parse(struct.pack(">L", len(body)) + body)
-    assert rec["evil"] == "<unpicklable os.system>"
+    assert rec["obj"] == "<unpicklable myapp.models.User>"
     assert fmt.placeholders == 1
 
 

@@ -187,22 +187,29 @@ def touch(marker: Path) -> str:
     return f"touch {marker}"
 
 
-def test_global_reduce_os_system(marker: Path) -> None:
-    body = record_with(G("os", "system") + b"(" + S(touch(marker)) + b"tR")
-    assert_inert(parse(body), "os.system")
-    assert not isinstance(parse(body), ProtocolError)
+def assert_forbidden(result: RecordDict | ProtocolError) -> None:
+    assert isinstance(result, ProtocolError), result
+    assert result.reason == "forbidden"
 
 
-def test_global_reduce_posix_system_and_exec(marker: Path) -> None:
-    assert_inert(parse(record_with(G("posix", "system") + b"(" + S(touch(marker)) + b"tR")), "posix.system")
+def test_global_reduce_os_system_is_forbidden(marker: Path) -> None:
+    assert_forbidden(parse(record_with(G("os", "system") + b"(" + S(touch(marker)) + b"tR")))
+
+
+def test_global_reduce_posix_system_and_exec_are_forbidden(marker: Path) -> None:
+    assert_forbidden(parse(record_with(G("posix", "system") + b"(" + S(touch(marker)) + b"tR")))
     code = f"open({str(marker)!r}, 'w')"
-    assert_inert(parse(record_with(G("builtins", "exec") + b"(" + S(code) + b"tR")), "builtins.exec")
-    assert_inert(parse(record_with(G("__builtin__", "eval") + b"(" + S(code) + b"tR")), "builtins.eval")
+    assert_forbidden(parse(record_with(G("builtins", "exec") + b"(" + S(code) + b"tR")))
+    assert_forbidden(parse(record_with(G("__builtin__", "eval") + b"(" + S(code) + b"tR")))
+
+
+def test_an_applications_own_class_is_a_placeholder_not_an_import() -> None:
+    assert_inert(parse(record_with(G("myapp.models", "User") + b"(" + S("x") + b"tR")), "myapp.models.User")
 
 
 def test_stack_global_protocol_4(marker: Path) -> None:
     body = b"\x80\x04" + record_with(S("os") + S("system") + b"\x93(" + S(touch(marker)) + b"tR")
-    assert_inert(parse(body), "os.system")
+    assert_forbidden(parse(body))
 
 
 def test_inst(marker: Path) -> None:
@@ -282,9 +289,11 @@ def test_persistent_ids_are_refused(value: bytes) -> None:
 def test_restricted_unpickler_alone_refuses_persistent_ids_and_imports_nothing(marker: Path) -> None:
     with pytest.raises(Exception, match="persistent"):
         RestrictedUnpickler(io.BytesIO(b"Pfoo\n.")).load()
-    obj = RestrictedUnpickler(io.BytesIO(G("os", "system") + b"(" + S(touch(marker)) + b"tR.")).load()
+    with pytest.raises(Exception, match="no log record carries"):
+        RestrictedUnpickler(io.BytesIO(G("os", "system") + b"(" + S(touch(marker)) + b"tR.")).load()
+    obj = RestrictedUnpickler(io.BytesIO(G("myapp", "Thing") + b"(" + S("x") + b"tR.")).load()
     assert isinstance(obj, Placeholder)
-    assert obj.global_name == "os.system"
+    assert obj.global_name == "myapp.Thing"
 
 
 def test_out_of_band_buffers_are_refused() -> None:

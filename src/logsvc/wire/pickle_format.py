@@ -16,11 +16,14 @@ Theory of operation. A frame body is ``pickle.dumps(record.__dict__, 1)`` (loggi
      fixed after 3.14; modelscan #86). We require memo indices to be sequential, as every
      pickler writes them, so the memo never exceeds the number of opcodes in the frame.
    - Hashing. Tuples do not cache their hash, so ``t1 = (t0, t0); t2 = (t1, t1); ...`` built with
-     memo ``GET`` is a 400-byte dict key whose hash takes 2**60 steps, inside C, uninterruptible.
+     memo ``GET`` (or ``DUP``, which no pickler writes) is a 400-byte dict key whose hash takes
+     2**60 steps, inside C, uninterruptible. Ints do not cache theirs either: a 500 KB ``LONG4``
+     put into a set 500 000 times through ``DUP`` or ``GET`` costs ~150 s of hashing.
      Ints/Decimals/UUIDs have predictable hashes (``i`` and ``i + (2**61 - 1)`` collide), so a
      1 MiB dict of colliding keys costs O(n**2) probes: ~9 s measured for 40 000 int keys. We cap
-     the number of memo references to possible tuples and of objects whose hash the sender
-     can choose, per frame (``reason="complexity"``); typical records have 3 (their floats).
+     the number of memo/``DUP`` references to possible tuples and variable-size ints, and of
+     objects whose hash the sender can choose, per frame (``reason="complexity"``); typical
+     records have 3 (their floats) and no such reference (picklers never memoize ints).
    - Extensions. ``EXT1/2/4`` resolve through ``copyreg._extension_cache`` *before* calling
      ``find_class``: once anything in the process has unpickled a registered code, a restricted
      unpickler gets the real object (we checked: it ran ``os.getcwd``). The stdlib registers no
@@ -28,8 +31,11 @@ Theory of operation. A frame body is ``pickle.dumps(record.__dict__, 1)`` (loggi
      ``PERSID``/``BINPERSID`` and out-of-band buffers (``reason="forbidden"``).
 
 2. ``RestrictedUnpickler`` (a subclass of the C ``pickle.Unpickler``) loads the frame.
-   ``find_class`` maps a short allow-list to real data types and safe stand-ins; every other
-   global becomes an inert ``Placeholder`` subclass that records only its dotted name. One
+   ``find_class`` maps a short allow-list to real data types and safe stand-ins; a global
+   that only an attack names (``os.system``, ``builtins.eval``, ``subprocess.*``: see
+   ``_HOSTILE_MODULES``) refuses the frame (``reason="forbidden"``, the connection is closed);
+   every other global becomes an inert ``Placeholder`` subclass that records only its dotted
+   name, and the record is kept (it is what ``extra=`` holding an application's object sends). One
    unpickler is reused per ``PickleFormat`` over ``_FrameReader``, whose ``peek`` hands the C code
    the whole frame at once (one Python call per frame instead of one ``read`` per opcode); the
    memo is cleared after every frame.
@@ -95,12 +101,13 @@ MAX_NORMALIZED_DEPTH = 32
 MAX_NORMALIZED_CHARS = 4 << 20
 
 # Per-frame opcode caps checked by _scan (reason "complexity"); see the module docstring.
-# MAX_TUPLE_REFS memo references to possible tuples multiply hashing work by at most
-# 2**MAX_TUPLE_REFS. MAX_PREDICTABLE_HASHES counts the objects whose hash a sender can choose:
-# floats, tuples, frozensets, ints of 55 bits or more and constructed objects (Decimal, UUID).
-# str, bytes, datetimes and small ints cannot be made to collide (the first three are hashed
-# with the per-process random seed, small ints hash to themselves). n colliding dict keys cost
-# ~n**2/2 comparisons: measured here 8.5 ms for 1 024 keys, 106 ms for 4 096.
+# MAX_TUPLE_REFS memo GET or DUP references to possible tuples (or variable-size ints, whose
+# hash is not cached either) multiply hashing work by at most 2**MAX_TUPLE_REFS.
+# MAX_PREDICTABLE_HASHES counts the objects whose hash a sender can choose: floats, tuples,
+# frozensets, ints of 55 bits or more and constructed objects (Decimal, UUID). str, bytes,
+# datetimes and small ints cannot be made to collide (the first three are hashed with the
+# per-process random seed, small ints hash to themselves). n colliding dict keys cost ~n**2/2
+# comparisons: measured here 8.5 ms for 1 024 keys, 106 ms for 4 096.
 MAX_TUPLE_REFS = 4
 MAX_PREDICTABLE_HASHES = 1024
 
@@ -256,6 +263,35 @@ class _Forbidden(Exception):
     pass
 
 
+# Globals no log record carries, only an attack does: code execution, imports, processes,
+# files, sockets, interpreter internals. Naming one (to call it or not) closes the connection
+# as ``forbidden``. This list is NOT what keeps us safe: nothing outside ``_ALLOWED`` is ever
+# imported or called whatever its name. It decides only who is cut off. Every other unknown
+# global (an application's own class in ``extra=``: an Enum, an exception, a dataclass, a
+# Path) is what a stock SocketHandler sends for a well-meaning record, so it becomes a
+# placeholder string and the record is kept.
+_HOSTILE_MODULES: frozenset[str] = frozenset(
+    """os posix nt posixpath ntpath subprocess _posixsubprocess sys importlib imp pkgutil runpy
+    zipimport shutil socket _socket ssl pickle _pickle cPickle marshal dill cloudpickle ctypes
+    _ctypes cffi pty tty webbrowser commands popen2 platform code codeop inspect gc types
+    operator _operator functools timeit profile cProfile pdb bdb trace multiprocessing threading
+    _thread signal asyncio urllib http ftplib smtplib telnetlib xmlrpc sqlite3 tempfile glob
+    linecache io _io fcntl resource mmap select selectors winreg _winapi msvcrt""".split()
+)
+_HOSTILE_BUILTINS: frozenset[str] = frozenset(
+    """eval exec compile open __import__ getattr setattr delattr globals locals vars input
+    breakpoint exit quit help type super classmethod staticmethod property memoryview
+    __build_class__ __loader__ __spec__""".split()
+)
+
+
+def _hostile(module: str, name: str) -> bool:
+    top = module.split(".", 1)[0]
+    if top in ("builtins", "__builtin__"):
+        return name.split(".", 1)[0] in _HOSTILE_BUILTINS
+    return top in _HOSTILE_MODULES
+
+
 class RestrictedUnpickler(pickle.Unpickler):
     """The C unpickler with ``find_class`` restricted to ``_ALLOWED`` and placeholders.
 
@@ -271,6 +307,8 @@ class RestrictedUnpickler(pickle.Unpickler):
         allowed = _ALLOWED.get(key)
         if allowed is not None:
             return allowed
+        if _hostile(module, name):
+            raise _Forbidden(f"the frame names {module[:80]}.{name[:80]}, which no log record carries")
         cls = _PLACEHOLDER_CLASSES.get(key)
         if cls is not None:
             return cls
@@ -347,16 +385,18 @@ for _op in pickletools.opcodes:
     _ARG[_code] = (
         _op.arg.n if _op.arg is not None and _op.arg.n >= 0 else (0 if _op.arg is None else _SPECIAL)
     )
-for _c in "ghjpqr\x94R\x81\x92ob.Gt\x85\x86\x87\x91}":  # memo, calls, STOP, floats, tuples
+for _c in "ghjpqr\x94R\x81\x92ob.Gt\x85\x86\x87\x91}2":  # memo, calls, STOP, floats, tuples, DUP
     _ARG[ord(_c)] = _SPECIAL
 for _c in "PQ\x82\x83\x84\x97\x98":  # PERSID, BINPERSID, EXT1/2/4, NEXT_BUFFER, READONLY_BUFFER
     _ARG[ord(_c)] = _REFUSED
 
 # Ops after which the top of the stack is a freshly made object that is certainly not a tuple
 # (REDUCE & co. can only call the classes find_class returns, none of which returns a tuple).
-# Memo entries stored right after any other op are treated as possible tuples.
+# Memo entries stored (and DUPs made) right after any other op are treated as possible tuples.
+# INT, LONG, LONG1 and LONG4 are left out too: an int's hash is not cached and costs O(digits)
+# (~0.6 ms for 1 MB), so repeated references to a big one are a hashing bomb like tuples.
 _FRESH = bytearray(256)
-for _c in "IJKLM\x8a\x8bSTUBC\x8e\x96NV\x88\x89\x8cX\x8dFG]l}d\x8f\x91cR\x81\x92oi\x93":
+for _c in "JKMSTUBC\x8e\x96NV\x88\x89\x8cX\x8dFG]l}d\x8f\x91cR\x81\x92oi\x93":
     _FRESH[ord(_c)] = 1
 # Fixed-size ops that can appear in a flat dict of scalars (see _scan's ``plain``).
 _PLAIN_OP = bytearray(256)
@@ -422,7 +462,7 @@ def _scan_exact(frame: bytes) -> tuple[int, bool]:
                 i += 1 + a
                 if not plain_op[op]:
                     plain = False
-                if op != 0x32 and op != 0x80 and op != 0x95:  # DUP, PROTO, FRAME keep the top
+                if op != 0x80 and op != 0x95:  # PROTO, FRAME keep the top
                     prev = op
                 continue
             if a == _REFUSED:
@@ -459,11 +499,19 @@ def _scan_exact(frame: bytes) -> tuple[int, bool]:
                 if maybe_tuple is not None and idx in maybe_tuple:
                     tuple_refs += 1
                     if tuple_refs > MAX_TUPLE_REFS:
-                        _refuse("Too many references to shared tuples.", "complexity")
+                        _refuse("Too many references to shared tuples or big ints.", "complexity")
                     prev = _TUPLE_MARK
                 else:
                     prev = _NONE_MARK
                 continue
+            elif op == 0x32:  # DUP: one more reference to the top of the stack, as GET makes
+                i += 1
+                plain = False
+                if not fresh[prev]:
+                    tuple_refs += 1
+                    if tuple_refs > MAX_TUPLE_REFS:
+                        _refuse("Too many references to shared tuples or big ints.", "complexity")
+                continue  # the top of the stack is unchanged
             elif op == 0x72 or op == 0x70 or op == 0x94:  # LONG_BINPUT, PUT, MEMOIZE
                 if op == 0x72:
                     idx = _u32(frame, i + 1)[0]
