@@ -30,7 +30,18 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 # The order of docs/reliability.md; a fault not named here comes after these, in run order.
 FAULT_ORDER = ("PostgreSQL outage", "SIGKILL and restart", "SIGTERM under load", "Journal corruption")
-COLUMNS = ("fault", "what was done", "sent", "stored", "lost", "duplicated", "peak RSS (MiB)", "figures")
+COLUMNS = (
+    "fault",
+    "what was done",
+    "sent",
+    "stored",
+    "never accepted (stock client)",
+    "destroyed by the fault",
+    "lost by logsvc",
+    "duplicated",
+    "peak RSS (MiB)",
+    "figures",
+)
 
 
 def run_suite(out: Path, pytest_args: list[str]) -> int:
@@ -77,7 +88,9 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             r["done"],
             _number(r["sent"]),
             _number(r["stored"]),
-            _number(r["lost"]),
+            _number(r.get("not_accepted", 0)),
+            _number(r.get("destroyed", 0)),
+            _number(r.get("lost_by_logsvc", r["lost"])),
             _number(r["duplicated"]),
             _number(r["peak_rss_mb"]),
             figures,

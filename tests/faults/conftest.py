@@ -67,6 +67,8 @@ class ReliabilityRow:
         tally: Tally,
         peak_rss_mb: float,
         figures: dict[str, float | int | str] | None = None,
+        not_accepted: int = 0,
+        destroyed: int = 0,
     ) -> None:
         """Record the row. Call it before the test's assertions, so a failure still reports.
 
@@ -76,6 +78,11 @@ class ReliabilityRow:
             tally: what the clients logged against what PostgreSQL holds.
             peak_rss_mb: the service's highest VmHWM over its runs, in MiB.
             figures: fault-specific measurements, name -> value (units in the name).
+            not_accepted: of the lost, records the service never had: dropped by a stock
+                client (no connection, or a send that timed out) or in flight in TCP when
+                the connection was cut. The acking client handler is to bring this to 0.
+            destroyed: of the lost, records the fault itself destroyed (journal bytes the
+                test overwrote), reported by the service.
         """
         self.row = {
             "fault": fault,
@@ -83,6 +90,9 @@ class ReliabilityRow:
             "sent": tally.sent,
             "stored": tally.rows,
             "lost": tally.lost,
+            "not_accepted": not_accepted,
+            "destroyed": destroyed,
+            "lost_by_logsvc": tally.lost - not_accepted - destroyed,
             "duplicated": tally.duplicated,
             "unexpected": tally.unexpected,
             "peak_rss_mb": round(peak_rss_mb, 1),

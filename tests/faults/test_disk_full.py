@@ -121,6 +121,7 @@ def test_a_full_journal_disk_pauses_reads_loses_nothing_and_resumes(
             "writes_blocked_s": float(m.group(1)) if m else -1,
             "dropped_by_stock_clients": sum(clients.dropped),
         },
+        not_accepted=sum(clients.dropped),
     )
     # What the stock clients dropped themselves (a send blocked past their 1 s socket
     # timeout) is theirs; everything the service read is stored, once.

@@ -134,6 +134,7 @@ def test_a_flipped_block_and_a_torn_tail_are_reported_and_every_intact_record_sh
             "torn_tail_bytes_reported": sum(torn),
             "restart_to_listening_s": round(startup_s, 2),
         },
+        destroyed=len(corrupt_seqs) + len(torn_seqs),
     )
     # The corrupt range: the right file, bytes covering the flipped ones, the right count.
     assert len(reported) == 1, reported

@@ -111,6 +111,7 @@ def test_postgresql_down_mid_stream_then_back_the_service_loses_and_duplicates_n
             "dropped_by_stock_clients": dropped,
             "cut_frames_closed": log.count("bad frame (truncated)"),
         },
+        not_accepted=t.lost,  # asserted below: received == stored
     )
     assert (t.duplicated, t.seq_duplicates, t.unexpected, t.other_rows) == (0, 0, 0, 0)
     # The service lost nothing it was given: what it received is what PostgreSQL holds.

@@ -72,6 +72,8 @@ def test_sigterm_under_load_drains_everything_received_and_exits_zero_in_time(
             # Logged after the connection was closed: grows with how long the clients run on.
             "dropped_by_stock_clients": sum(clients.dropped),
         },
+        # Asserted below: the service stored every record it received.
+        not_accepted=t.lost,
     )
     assert status == 0
     assert shutdown_s < SHUTDOWN_TIMEOUT_S + EXIT_MARGIN_S

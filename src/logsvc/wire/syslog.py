@@ -240,26 +240,33 @@ class SyslogFramer:
                 return msg
 
     def _octet_counted(self, buf: ReceiveBuffer, data: bytearray, start: int, end_data: int) -> bytes | None:
+        # The digits first, the byte after them second: a count over the cap is "oversized"
+        # whether the bytes after it have arrived yet or not (hypothesis found the other order
+        # giving "malformed" or "oversized" depending on how the stream was cut).
         limit = min(start + self._max_digits + 1, end_data)
-        sp = data.find(b" ", start, limit)
-        head = data[start : limit if sp < 0 else sp]
-        if data[start] == 0x30 or not (head.isdigit() and head.isascii()):
-            raise ProtocolError(
-                f"Syslog octet count {bytes(head[:20])!r} is not a number without leading zeros.",
-                reason="malformed",
-            )
+        j = start
+        while j < limit and 0x30 <= data[j] <= 0x39:
+            j += 1
+        head = data[start:j]
+        if data[start] == 0x30:
+            raise ProtocolError("Syslog octet count has a leading zero.", reason="malformed")
         if len(head) > self._max_digits or int(head) > self.max_message_bytes:
             raise ProtocolError(
                 f"Syslog octet count {bytes(head[:20]).decode()}... exceeds the cap of "
                 f"{self.max_message_bytes} bytes.",
                 reason="oversized",
             )
-        if sp < 0:
+        if j >= end_data:
             return None  # the count is not complete yet
-        stop = sp + 1 + int(head)
+        if data[j] != 0x20:
+            raise ProtocolError(
+                f"Syslog octet count {bytes(data[start : j + 1][:20])!r} is not followed by a space.",
+                reason="malformed",
+            )
+        stop = j + 1 + int(head)
         if stop > end_data:
             return None
-        msg = bytes(data[sp + 1 : stop])
+        msg = bytes(data[j + 1 : stop])
         buf.skip(stop - start)
         return msg
 
