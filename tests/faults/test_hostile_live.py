@@ -11,6 +11,7 @@ import logging
 import logging.handlers
 import os
 import pickle
+import random
 import socket
 import stat
 import struct
@@ -92,12 +93,18 @@ def good_clients(reliability_row: ReliabilityRow) -> Callable[[Service], Callabl
         clients = TaggedClients(svc.port, GOOD_PROCS, plan).start()
 
         def check(
-            extra_rows: int = 0, *, fault: str, done: str, figures: dict[str, float | int | str] | None = None
+            extra_rows: int | Callable[[], int] = 0,
+            *,
+            fault: str,
+            done: str,
+            figures: dict[str, float | int | str] | None = None,
         ) -> None:
             try:
                 clients.join(timeout=120)
             finally:
                 clients.kill()
+            if callable(extra_rows):
+                extra_rows = extra_rows()
             want = GOOD_PROCS * GOOD_COUNT + extra_rows
             wait_for(lambda: counts(svc.dsn, svc.schema)[0] >= want, 60, "the good clients' records")
             t = tally(svc.dsn, svc.schema, "good", clients.sent)
@@ -492,3 +499,63 @@ def test_malicious_pickles_on_live_connections_never_run_and_are_counted(
     )
     assert not marker.exists()
     assert rejected == len(payloads)
+
+
+def _mutate(rng: random.Random, data: bytes) -> bytes:
+    """One random mutation of a real frame stream: flip, insert, delete, cut, splice, header edit."""
+    b = bytearray(data)
+    op = rng.randrange(6)
+    if op == 0 and b:
+        for _ in range(rng.randint(1, 8)):
+            b[rng.randrange(len(b))] ^= 1 << rng.randrange(8)
+    elif op == 1:
+        pos = rng.randrange(len(b) + 1)
+        b[pos:pos] = rng.randbytes(rng.randint(1, 64))
+    elif op == 2 and len(b) > 1:
+        pos = rng.randrange(len(b))
+        del b[pos : pos + rng.randint(1, 64)]
+    elif op == 3:
+        del b[rng.randrange(len(b) + 1) :]
+    elif op == 4:
+        b += rng.randbytes(rng.randint(1, 512))
+    else:
+        b[0:4] = struct.pack(">L", rng.choice([0, 1, len(b), rng.getrandbits(32)]))
+    return bytes(b)
+
+
+def test_fuzzed_frames_over_live_connections_leave_the_service_serving(
+    service: Callable[..., Service], good_clients: Callable[[Service], Callable[..., None]]
+) -> None:
+    svc = service("--frame-timeout", "2s")
+    check = good_clients(svc)
+    rng = random.Random(20261128)
+    seeds = [frame(f"seed {i}", n=i, when=time.time()) for i in range(8)]
+    tried = 0
+    deadline = time.monotonic() + 45
+    while tried < 3000 and time.monotonic() < deadline:  # bounded in count and time
+        with socket.create_connection(("127.0.0.1", svc.port)) as s:
+            for _ in range(10):
+                data = _mutate(rng, b"".join(rng.sample(seeds, 2)))
+                tried += 1
+                try:
+                    s.sendall(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    break
+
+    # A mutation can leave a frame valid: those records are stored as the attacker's rows.
+    # Once every connection is closed (the good clients have finished), the service has
+    # read and journaled all there will be; its own count says how many that is.
+    def attacker_rows() -> int:
+        # The scrape itself is one open (HTTP) connection.
+        wait_for(lambda: metric(svc, "logsvc_connections_open") <= 1, 60, "every connection to close")
+        return int(metric(svc, "logsvc_records_received_total", listener="pickle")) - GOOD_PROCS * GOOD_COUNT
+
+    check(
+        attacker_rows,
+        fault="fuzzed frames, live",
+        done=f"{tried:,} mutated real frames (flips, inserts, cuts, splices, header edits) over "
+        f"{tried // 10:,} connections",
+        figures={"inputs_tried": tried},
+    )
+    assert svc.proc is not None and svc.proc.poll() is None
+    assert tried >= 500
