@@ -178,6 +178,79 @@ def test_util_linux_logger(senders: Senders, flags: list[str], tag: str) -> None
     assert all(r["process"] and r["extra"].get("hostname") for r in rows)
 
 
+def test_rsyslog_omfwd_octet_counted(senders: Senders, tmp_path: Path) -> None:
+    exe = shutil.which("rsyslogd")
+    if exe is None:
+        pytest.skip("rsyslogd is not installed (apt-get install rsyslog; .ci/run does)")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        in_port = probe.getsockname()[1]
+    conf = tmp_path / "rsyslog.conf"
+    # The README's line: forward everything rsyslog receives to logsvc, RFC 5424, octet-counted.
+    conf.write_text(
+        f'global(workDirectory="{tmp_path}")\n'
+        'module(load="imudp")\n'
+        f'input(type="imudp" address="127.0.0.1" port="{in_port}")\n'
+        f'action(type="omfwd" target="127.0.0.1" port="{senders.port["syslog"]}" protocol="tcp" '
+        'TCP_Framing="octet-counted" template="RSYSLOG_SyslogProtocol23Format")\n'
+    )
+    proc = subprocess.Popen(
+        [exe, "-n", "-f", str(conf), "-i", str(tmp_path / "rsyslogd.pid")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        logger = shutil.which("logger")
+        assert logger is not None
+
+        def forwarded() -> bool:
+            # rsyslog may still be starting: send until one arrives (bounded by wait_for).
+            subprocess.run(
+                [
+                    logger,
+                    "-d",
+                    "-n",
+                    "127.0.0.1",
+                    "-P",
+                    str(in_port),
+                    "-t",
+                    "viarsyslog",
+                    "-p",
+                    "local1.warning",
+                    "probe",
+                ],
+                check=True,
+                timeout=10,
+            )
+            return bool(senders.rows("logger = 'viarsyslog' AND message = 'probe'"))
+
+        wait_for(forwarded, 30, "rsyslog to forward a message", interval=0.5)
+        for i in range(20):
+            subprocess.run(
+                [
+                    logger,
+                    "-d",
+                    "-n",
+                    "127.0.0.1",
+                    "-P",
+                    str(in_port),
+                    "-t",
+                    "viarsyslog",
+                    "-p",
+                    "local1.warning",
+                    f"forwarded {i}",
+                ],
+                check=True,
+                timeout=10,
+            )
+        rows = senders.wait_rows(20, "logger = 'viarsyslog' AND message LIKE 'forwarded %%'")
+    finally:
+        proc.terminate()  # only the rsyslogd this test started
+        proc.wait(10)
+    assert sorted(r["message"] for r in rows) == sorted(f"forwarded {i}" for i in range(20))
+    assert all(r["levelno"] == 30 and r["extra"]["syslog_facility"] == "local1" for r in rows)
+
+
 def test_curl_ndjson(senders: Senders, tmp_path: Path) -> None:
     exe = shutil.which("curl")
     if exe is None:
