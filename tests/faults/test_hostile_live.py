@@ -113,7 +113,7 @@ def good_clients(reliability_row: ReliabilityRow) -> Callable[[Service], Callabl
                 done=f"{done}; meanwhile {GOOD_PROCS} stock clients send {GOOD_COUNT:,} records each",
                 tally=t,
                 peak_rss_mb=svc.sample_peak_rss() / 1024,
-                figures={"attacker_rows_stored": t.other_rows, **(figures or {})},
+                figures={"other_connections_rows_stored": t.other_rows, **(figures or {})},
             )
             assert (t.sent, t.lost, t.duplicated, t.unexpected) == (GOOD_PROCS * GOOD_COUNT, 0, 0, 0), t
             assert t.other_rows == extra_rows
