@@ -99,7 +99,7 @@ class LogsvcCollector(Collector):
         yield counter(
             "udp_datagrams_dropped",
             "Datagrams the kernel dropped because the receive buffer was full.",
-            m.udp_datagrams_dropped,
+            srv.udp_drops(),
         )
         http = CounterMetricFamily(
             "logsvc_http_requests", "HTTP requests answered, by path and status.", labels=["path", "status"]

@@ -49,6 +49,7 @@ import socket
 import ssl
 import stat
 import struct
+import sys
 import time
 from functools import partial
 from pathlib import Path
@@ -107,6 +108,10 @@ MAX_DATAGRAM_BYTES = 65535
 # runs long. Above net.core.rmem_max only root gets it (SO_RCVBUFFORCE); we try both.
 UDP_RCVBUF_BYTES = 8 << 20
 _SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40)  # Linux: the drop counter as ancillary data
+# Not in CPython 3.11's socket module; 33 on Linux (asm-generic/socket.h). Root only.
+_SO_RCVBUFFORCE: int | None = getattr(
+    socket, "SO_RCVBUFFORCE", 33 if sys.platform.startswith("linux") else None
+)
 _UINT32 = struct.Struct("I")
 # How long a kept-alive HTTP connection may sit between requests (nginx keepalive_timeout).
 HTTP_KEEPALIVE_S = 75.0
@@ -135,7 +140,7 @@ _EV_TLS = _EV_READ | _loop.EPOLLOUT
 class Listener:
     """A listening socket and what its connections speak."""
 
-    __slots__ = ("drops_seen", "format", "kind", "name", "sock", "tls", "unix_path")
+    __slots__ = ("drops_seen", "format", "kind", "name", "read_scheduled", "sock", "tls", "unix_path")
 
     def __init__(
         self, sock: socket.socket, kind: str, name: str, tls: ssl.SSLContext | None, unix_path: str | None
@@ -147,6 +152,7 @@ class Listener:
         self.unix_path = unix_path
         self.format: Format | None = None  # datagram listeners: parses one datagram
         self.drops_seen = 0  # datagram listeners: the kernel's drop counter last seen
+        self.read_scheduled = False  # datagram listeners: a read is queued for the next turn
 
 
 class Connection:
@@ -161,6 +167,7 @@ class Connection:
         "last_active",
         "partial_since",
         "peer",
+        "read_scheduled",
         "sock",
     )
 
@@ -174,6 +181,7 @@ class Connection:
         self.handshaking = isinstance(sock, ssl.SSLSocket)
         self.last_active = now  # monotonic time of the last byte received (or of accept)
         self.partial_since = 0.0  # monotonic time a started frame has been waiting since; 0: none
+        self.read_scheduled = False  # a read is queued for the next turn (see _schedule_read)
 
 
 class Server:
@@ -217,6 +225,7 @@ class Server:
         self._refusals_logged = 0.0
         self._tls: ssl.SSLContext | None = None
         self._paused_datagrams: set[Listener] = set()
+        self._udp_peers: dict[tuple[str, int], str] = {}  # "ip:port" strings, made once per sender
         self._paused_listeners: set[Listener] = set()
         self.http_conns: dict[int, HttpConnection] = {}
         self._http_waiters: list[tuple[HttpConnection, int, dict[str, int]]] = []
@@ -329,7 +338,7 @@ class Server:
             sock.close()
             raise
         sock.setblocking(False)
-        for opt in (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF):
+        for opt in (_SO_RCVBUFFORCE, socket.SO_RCVBUF):
             if opt is None:
                 continue
             try:
@@ -352,7 +361,9 @@ class Server:
             lst.format = fmt
         self.listeners.append(lst)
         self.reactor.register(
-            sock.fileno(), _loop.EPOLLIN | _loop.EPOLLET, lambda ev: self._handle_datagrams(lst)
+            sock.fileno(),
+            _loop.EPOLLIN | _loop.EPOLLET,
+            lambda ev: None if lst.read_scheduled else self._handle_datagrams(lst),
         )
         rcvbuf = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
         log.info("Listening on udp %s (%s; receive buffer %d bytes).", shown, _KIND_TEXT[kind], rcvbuf)
@@ -475,7 +486,7 @@ class Server:
         self.reactor.register(conn.fd, _EV_TLS if conn.handshaking else _EV_READ, self._reader(conn))
         # Data may have arrived before registration; with EPOLLET that is an edge we
         # never saw. Read (or shake hands) once now.
-        self.reactor.call_soon(partial(self._handle_read, conn))
+        self._schedule_read(conn)
 
     def _new_decoder(self, kind: str) -> Decoder:
         cap = self.settings.max_frame_bytes
@@ -509,9 +520,24 @@ class Server:
 
     def _reader(self, conn: Connection) -> _loop.Handler:
         def on_event(events: int) -> None:
-            self._handle_read(conn)
+            if not conn.read_scheduled:  # else the queued read will see these bytes too
+                self._handle_read(conn)
 
         return on_event
+
+    def _schedule_read(self, conn: Connection) -> None:
+        """Read ``conn`` on the next turn, once: a connection is never queued twice.
+
+        (Each edge while a read was queued used to queue another, so a busy client could
+        stack several budgets into one turn: turns of over a second were measured.)
+        """
+        if not conn.read_scheduled:
+            conn.read_scheduled = True
+            self.reactor.call_soon(partial(self._scheduled_read, conn))
+
+    def _scheduled_read(self, conn: Connection) -> None:
+        conn.read_scheduled = False
+        self._handle_read(conn)
 
     def _handle_read(self, conn: Connection, budget: int = READ_BUDGET_BYTES) -> None:
         if conn.closed:
@@ -552,7 +578,7 @@ class Server:
         else:
             # Budget spent with data possibly left in the kernel (or in OpenSSL's buffer):
             # finish on the next turn.
-            self.reactor.call_soon(partial(self._handle_read, conn))
+            self._schedule_read(conn)
         self.metrics.bytes_received += nread
         if nread:
             conn.last_active = time.monotonic()
@@ -642,6 +668,10 @@ class Server:
         got = 0
         ok = 0
         ancsize = socket.CMSG_SPACE(_UINT32.size)
+        ipv6 = lst.sock.family == socket.AF_INET6
+        peers = self._udp_peers
+        if len(peers) > 4096:
+            peers.clear()
         for _ in range(DATAGRAM_BUDGET):
             try:
                 data, anc, _flags, addr = sock.recvmsg(MAX_DATAGRAM_BYTES, ancsize)
@@ -658,7 +688,9 @@ class Server:
                     if total > lst.drops_seen:
                         m.udp_datagrams_dropped += total - lst.drops_seen
                         lst.drops_seen = total
-            peer = f"[{addr[0]}]:{addr[1]}" if sock.family == socket.AF_INET6 else f"{addr[0]}:{addr[1]}"
+            peer = peers.get(addr)
+            if peer is None:
+                peer = peers[addr] = f"[{addr[0]}]:{addr[1]}" if ipv6 else f"{addr[0]}:{addr[1]}"
             try:
                 rec = fmt.parse(data)
             except RecordRejected as exc:
@@ -672,12 +704,19 @@ class Server:
             self._pending_bytes += len(row)
             ok += 1
         else:
-            self.reactor.call_soon(lambda: self._handle_datagrams(lst))
+            if not lst.read_scheduled:
+                lst.read_scheduled = True
+                self.reactor.call_soon(partial(self._scheduled_datagrams, lst))
         m.bytes_received += nbytes
         if ok:
             m.records_received_by[lst.kind] += ok
         if self._pending_bytes >= BLOCK_FLUSH_BYTES:
             self._flush_pending()
+
+    def _scheduled_datagrams(self, lst: Listener) -> None:
+        lst.read_scheduled = False
+        if lst in self.listeners:
+            self._handle_datagrams(lst)
 
     # -- HTTP ------------------------------------------------------------------------------
 
@@ -749,6 +788,29 @@ class Server:
         self.http_conns.pop(conn.fd, None)
         self.metrics.connections_open -= 1
         self.metrics.connections_closed[reason] += 1
+
+    def udp_drops(self) -> int:
+        """Datagrams the kernel dropped on our UDP sockets (full receive buffer).
+
+        ``SO_RXQ_OVFL`` reports the count only with the next datagram received, so drops
+        after the last one would go unseen; /proc/net/udp has the current figure per socket.
+        """
+        listeners = [lst for lst in self.listeners if lst.sock.type == socket.SOCK_DGRAM]
+        if not listeners:
+            return self.metrics.udp_datagrams_dropped
+        inodes = {os.fstat(lst.sock.fileno()).st_ino for lst in listeners}
+        total = 0
+        for table in ("/proc/net/udp", "/proc/net/udp6"):
+            try:
+                with open(table) as f:
+                    next(f)
+                    for line in f:
+                        parts = line.split()
+                        if len(parts) > 12 and int(parts[9]) in inodes:
+                            total += int(parts[12])
+            except (OSError, ValueError, StopIteration):
+                continue
+        return max(total, self.metrics.udp_datagrams_dropped)
 
     @property
     def holding(self) -> bool:
@@ -853,7 +915,7 @@ class Server:
             paused = list(self._paused.values())
             self._paused.clear()
             for conn in paused:
-                self.reactor.call_soon(partial(self._handle_read, conn))
+                self._schedule_read(conn)
             for lst in self._paused_datagrams:
                 self.reactor.call_soon(partial(self._handle_datagrams, lst))
             self._paused_datagrams.clear()
