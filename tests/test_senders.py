@@ -202,47 +202,27 @@ def test_rsyslog_omfwd_octet_counted(senders: Senders, tmp_path: Path) -> None:
     try:
         logger = shutil.which("logger")
         assert logger is not None
+        send = [
+            logger,
+            "-d",
+            "-n",
+            "127.0.0.1",
+            "-P",
+            str(in_port),
+            "-t",
+            "viarsyslog",
+            "-p",
+            "local1.warning",
+        ]
 
         def forwarded() -> bool:
             # rsyslog may still be starting: send until one arrives (bounded by wait_for).
-            subprocess.run(
-                [
-                    logger,
-                    "-d",
-                    "-n",
-                    "127.0.0.1",
-                    "-P",
-                    str(in_port),
-                    "-t",
-                    "viarsyslog",
-                    "-p",
-                    "local1.warning",
-                    "probe",
-                ],
-                check=True,
-                timeout=10,
-            )
+            subprocess.run([*send, "probe"], check=True, timeout=10)
             return bool(senders.rows("logger = 'viarsyslog' AND message = 'probe'"))
 
         wait_for(forwarded, 30, "rsyslog to forward a message", interval=0.5)
         for i in range(20):
-            subprocess.run(
-                [
-                    logger,
-                    "-d",
-                    "-n",
-                    "127.0.0.1",
-                    "-P",
-                    str(in_port),
-                    "-t",
-                    "viarsyslog",
-                    "-p",
-                    "local1.warning",
-                    f"forwarded {i}",
-                ],
-                check=True,
-                timeout=10,
-            )
+            subprocess.run([*send, f"forwarded {i}"], check=True, timeout=10)
         rows = senders.wait_rows(20, "logger = 'viarsyslog' AND message LIKE 'forwarded %%'")
     finally:
         proc.terminate()  # only the rsyslogd this test started

@@ -14,7 +14,7 @@ import struct
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from logsvc.errors import ProtocolError
+from logsvc.errors import ProtocolError, RecordRejected
 from logsvc.record import RecordDict
 from logsvc.wire import MAX_FRAME_BYTES, NEED_DATA, Decoder, LengthPrefixFramer, PickleFormat
 
@@ -93,4 +93,25 @@ def decode_all(chunks: list[bytes]) -> list[RecordDict | ProtocolError]:
             out.extend(drain(dec))
     except ProtocolError as exc:
         out.append(exc)
+    return out
+
+
+def collect(dec: Decoder, chunks: list[bytes], *, eof: bool = True) -> list[Any]:
+    """Feed ``chunks`` (then EOF) to ``dec``; return records, ``"!reason"`` for each rejected
+    record, and the ProtocolError that ended the stream, if one did."""
+    out: list[Any] = []
+    for chunk in [*(c for c in chunks if c), b""] if eof else [c for c in chunks if c]:
+        dec.feed(chunk)
+        while True:
+            try:
+                rec = dec.next_record()
+            except RecordRejected as exc:
+                out.append("!" + exc.reason)
+                continue
+            except ProtocolError as exc:
+                out.append(exc)
+                return out
+            if rec is NEED_DATA:
+                break
+            out.append(rec)
     return out

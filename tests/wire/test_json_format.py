@@ -16,8 +16,9 @@ from hypothesis import strategies as st
 from logsvc.errors import ProtocolError, RecordRejected
 from logsvc.record import STANDARD_ATTRS, RecordDict
 from logsvc.store.copyfmt import COLUMN_NAMES, RowEncoder
-from logsvc.wire import NEED_DATA, Decoder, JsonFormat, LineFramer
+from logsvc.wire import Decoder, JsonFormat, LineFramer
 from logsvc.wire.json_format import epoch_of, level_of
+from tests.wire.helpers import collect
 
 from .helpers import make_record
 
@@ -339,23 +340,7 @@ def test_json_lines_through_the_decoder_three_ways() -> None:
 
 
 def decode(chunks: list[bytes]) -> list[RecordDict | str | ProtocolError]:
-    dec = Decoder(LineFramer(), JsonFormat())
-    out: list[RecordDict | str | ProtocolError] = []
-    for chunk in [*chunks, b""]:
-        dec.feed(chunk)
-        while True:
-            try:
-                rec = dec.next_record()
-            except RecordRejected as exc:
-                out.append("!" + exc.reason)
-                continue
-            except ProtocolError as exc:
-                out.append(exc)
-                return out
-            if rec is NEED_DATA:
-                break
-            out.append(rec)
-    return out
+    return collect(Decoder(LineFramer(), JsonFormat()), chunks)
 
 
 # --- rejections and hostile input --------------------------------------------------------------

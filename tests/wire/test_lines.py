@@ -10,6 +10,7 @@ from logsvc.errors import ProtocolError, RecordRejected
 from logsvc.record import RecordDict
 from logsvc.wire import MAX_LINE_BYTES, NEED_DATA, Decoder, LineFramer
 from logsvc.wire.buffer import ReceiveBuffer
+from tests.wire.helpers import collect
 
 from .helpers import FEEDERS
 
@@ -29,24 +30,8 @@ def new_decoder(max_line_bytes: int = MAX_LINE_BYTES) -> Decoder:
 
 def run(chunks: list[bytes], max_line_bytes: int = MAX_LINE_BYTES, *, eof: bool = True) -> list[Item]:
     """Feed ``chunks`` (then EOF); collect lines, rejections and a final ProtocolError."""
-    dec = new_decoder(max_line_bytes)
-    out: list[Item] = []
-    chunks = [c for c in chunks if c]  # b"" would mean EOF
-    for chunk in [*chunks, b""] if eof else chunks:
-        dec.feed(chunk)
-        while True:
-            try:
-                rec = dec.next_record()
-            except RecordRejected as exc:
-                out.append("!" + exc.reason)
-                continue
-            except ProtocolError as exc:
-                out.append(exc)
-                return out
-            if rec is NEED_DATA:
-                break
-            out.append(rec["msg"])
-    return out
+    out = collect(new_decoder(max_line_bytes), chunks, eof=eof)
+    return [x["msg"] if isinstance(x, dict) else x for x in out]
 
 
 def bytewise(data: bytes) -> list[bytes]:

@@ -25,6 +25,7 @@ from logsvc.record import RecordDict
 from logsvc.wire import MAX_SYSLOG_MESSAGE_BYTES, NEED_DATA, Decoder, SyslogFormat, SyslogFramer
 from logsvc.wire.buffer import ReceiveBuffer
 from logsvc.wire.syslog import FACILITY_NAMES, SEVERITY_NAMES
+from tests.wire.helpers import collect
 
 from .helpers import FEEDERS, feed_with_trailing, make_record
 
@@ -44,23 +45,7 @@ def run(
     fmt: RawFormat | SyslogFormat | None = None,
 ) -> list[Item]:
     """Feed ``chunks`` then EOF; collect records, "!reason" rejections and a final ProtocolError."""
-    dec = Decoder(framer or SyslogFramer(), fmt or RawFormat())
-    out: list[Item] = []
-    for chunk in [*(c for c in chunks if c), b""]:
-        dec.feed(chunk)
-        while True:
-            try:
-                rec = dec.next_record()
-            except RecordRejected as exc:
-                out.append("!" + exc.reason)
-                continue
-            except ProtocolError as exc:
-                out.append(exc)
-                return out
-            if rec is NEED_DATA:
-                break
-            out.append(rec)
-    return out
+    return collect(Decoder(framer or SyslogFramer(), fmt or RawFormat()), chunks)
 
 
 def frames(chunks: list[bytes], max_message_bytes: int = MAX_SYSLOG_MESSAGE_BYTES, **kw: Any) -> list[Any]:
