@@ -68,6 +68,7 @@ class Metrics:
         rejected = sum(self.frames_rejected.values())
         return (
             f"received={self.records_received} stored={self.records_stored} "
-            f"rejected_frames={rejected} connections_open={self.connections_open} "
+            f"rejected_frames={rejected} rejected_records={sum(self.records_rejected.values())} "
+            f"dead_lettered={self.records_dead_lettered} connections_open={self.connections_open} "
             f"batches={self.batches_committed} pg_connected={'yes' if self.pg_connected else 'no'}"
         )
