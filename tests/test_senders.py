@@ -127,6 +127,30 @@ def test_stock_syslog_handler_udp_and_tcp(senders: Senders) -> None:
     assert tcp_rows[99]["message"] == "systcp record 99"
 
 
+def test_stock_syslog_handler_tcp_keeps_a_traceback_whole(senders: Senders) -> None:
+    handler = logging.handlers.SysLogHandler(
+        ("127.0.0.1", senders.port["syslog"]), socktype=socket.SOCK_STREAM
+    )
+    handler.ident = "systb: "
+    logger = logging.getLogger("systb")
+    logger.propagate = False
+    logger.addHandler(handler)
+    try:
+        logger.error("before")
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            logger.exception("it failed")
+        logger.error("after")
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    rows = senders.wait_rows(3, "logger = 'systb'")
+    assert rows[0]["message"] == "before" and rows[2]["message"] == "after"
+    assert rows[1]["message"].startswith("it failed\nTraceback (most recent call last):")
+    assert rows[1]["message"].endswith("ValueError: boom")
+
+
 @pytest.mark.parametrize("method", ["GET", "POST"])
 def test_stock_http_handler(senders: Senders, method: str) -> None:
     name = f"http{method.lower()}"

@@ -509,11 +509,18 @@ def test_stdlib_sysloghandler_tcp(tcp_listener: socket.socket) -> None:
     assert isinstance(recs[3], dict) and "ValueError: boom" in recs[3]["msg"]
     assert isinstance(recs[4], dict) and recs[4]["msg"] == "after" and len(recs) == 5
 
-    # Default trailers (LF or NUL): the traceback's lines are cut off and rejected, nothing else.
+    # Default trailers (LF or NUL): the first message ended with NUL, so from then on only NUL
+    # does, and the traceback arrives whole too.
     recs = run([data], SyslogFramer(), SyslogFormat())
-    assert [r["msg"] for r in recs if isinstance(r, dict)] == ["m0", "m1", "m2", "failed", "after"]
-    assert set(r for r in recs if isinstance(r, str)) == {"!malformed"}
-    assert not any(isinstance(r, ProtocolError) for r in recs)
+    assert [r["msg"].splitlines()[0] for r in recs if isinstance(r, dict)] == [
+        "m0",
+        "m1",
+        "m2",
+        "failed",
+        "after",
+    ]
+    assert "ValueError: boom" in recs[3]["msg"]  # type: ignore[index]
+    assert not any(isinstance(r, (str, ProtocolError)) for r in recs)
 
 
 # --- util-linux logger, for real ---------------------------------------------------------------
@@ -677,3 +684,19 @@ def test_arbitrary_streams_yield_records_rejections_or_one_protocol_error(
 
 def _summary(items: list[Item]) -> list[Any]:
     return [("ERR", i.reason) if isinstance(i, ProtocolError) else i for i in items]
+
+
+def test_a_nul_terminated_stream_keeps_later_multi_line_messages_whole() -> None:
+    # Python's SysLogHandler over TCP: "<PRI>msg\x00" each; logger.exception adds newlines.
+    stream = b"<11>app: first\x00<11>app: Traceback (most recent call last):\n  File x\nValueError: y\x00"
+    for chunks in ([stream], [stream[i : i + 1] for i in range(len(stream))]):
+        out = run(chunks)
+        assert [x["msg"] if isinstance(x, dict) else x for x in out] == [
+            b"<11>app: first",
+            b"<11>app: Traceback (most recent call last):\n  File x\nValueError: y",
+        ]
+
+
+def test_a_newline_terminated_stream_still_splits_at_newlines() -> None:
+    out = run([b"<11>a: one\n<11>a: two\n"])
+    assert [x["msg"] if isinstance(x, dict) else x for x in out] == [b"<11>a: one", b"<11>a: two"]

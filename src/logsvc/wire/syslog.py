@@ -145,10 +145,19 @@ class SyslogFramer:
 
     Attributes:
         max_message_bytes: the largest message accepted, count or trailer excluded.
-        trailers: the bytes that end a non-transparent message (default LF and NUL).
+        trailers: the bytes that end a non-transparent message (default LF and NUL). Once a
+            stream's first non-transparent message has ended with NUL, only NUL does.
     """
 
-    __slots__ = ("_discarding", "_max_digits", "_scanned", "_trailers", "max_message_bytes", "trailers")
+    __slots__ = (
+        "_decided",
+        "_discarding",
+        "_max_digits",
+        "_scanned",
+        "_trailers",
+        "max_message_bytes",
+        "trailers",
+    )
 
     def __init__(
         self, max_message_bytes: int = MAX_SYSLOG_MESSAGE_BYTES, *, trailers: bytes = b"\n\x00"
@@ -163,6 +172,7 @@ class SyslogFramer:
         self._max_digits = len(str(max_message_bytes))
         self._scanned = 0  # bytes of the current non-transparent message known to hold no trailer
         self._discarding = False  # inside an oversized non-transparent message
+        self._decided = False  # the first non-transparent message has chosen the trailers
 
     def _find_trailer(self, data: bytearray, start: int) -> int:
         first = -1
@@ -226,6 +236,14 @@ class SyslogFramer:
                 self._scanned = n
                 return None
             self._scanned = 0
+            if not self._decided:
+                # The stream's first non-transparent message decides. A sender that ends it
+                # with NUL (Python's SysLogHandler over TCP) may put newlines inside later
+                # ones (a traceback): from then on only NUL ends a message. (A multi-line
+                # *first* message is still cut at its newlines.)
+                self._decided = True
+                if data[i] == 0 and len(self._trailers) > 1:
+                    self._trailers = (b"\x00",)
             end = i - 1 if data[i - 1] == 0x0D else i  # i > start: data[start] is no trailer
             if end - start > self.max_message_bytes:
                 buf.skip(i + 1 - start)
