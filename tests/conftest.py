@@ -8,9 +8,13 @@ with no PostgreSQL at all. Each test gets a fresh schema and never sees another 
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -25,13 +29,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 @pytest.fixture(scope="session")
-def dsn(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+def dsn(request: pytest.FixtureRequest) -> str:
     given: str | None = request.config.getoption("--test-dsn")
     if given:
         return given
     from logsvc import embedded
 
-    return embedded.start(tmp_path_factory.mktemp("embedded-pg"), cleanup="delete")
+    # Not under tmp_path: run as root, the package runs PostgreSQL as the user "pgserver" and
+    # opens up the directory's parents for it, and any pytest starting meanwhile on the machine
+    # resets /tmp/pytest-of-root to 0700, after which pg_ctl cannot stop the server cleanly.
+    # The server stops (and deletes its files) at exit; registered first, our rmtree of the
+    # emptied parent runs after that (atexit is last in, first out).
+    tmp = tempfile.mkdtemp(prefix="logsvc-test-pg-")
+    atexit.register(shutil.rmtree, tmp, True)
+    return embedded.start(Path(tmp), cleanup="delete")
 
 
 @pytest.fixture
