@@ -15,7 +15,9 @@ What PostgreSQL text cannot hold is replaced, never a reason to lose a record: N
 characters and lone surrogates become U+FFFD and are counted in ``EncodeStats``. Standard
 fields of the wrong type (a sender may put anything in a pickle) are coerced: numbers that are
 not numbers become NULL, text that is not text becomes its ``str()``; a ``created`` that is
-not a usable time becomes the receive time and the original goes to ``extra._bad_created``.
+not a usable time becomes the receive time and the original goes to ``extra._bad_created``;
+a number column whose value is no usable integer is NULL and the value goes to
+``extra._bad_<key>`` (``_bad_process``, ...).
 
 This module must not import socket, select, time or psycopg.
 """
@@ -65,6 +67,8 @@ _NULL = "\\N"
 _INT32 = 1 << 31
 _INT64 = 1 << 63
 _UINT64 = 1 << 64
+# The integer columns' record keys and bounds (for keeping unusable values in extra).
+_NUMBER_FIELDS = (("levelno", 1 << 31), ("lineno", 1 << 31), ("process", 1 << 63), ("thread", 1 << 63))
 # Years PostgreSQL timestamptz and Python datetime both hold: 1..9999.
 _MIN_EPOCH = -62135596800.0
 _MAX_EPOCH = 253402300799.0
@@ -246,9 +250,22 @@ class RowEncoder:
             head = _SURROGATE.sub("\ufffd", line).encode()
 
         extra_keys = rec.keys() - self._standard
+        kept: dict[str, Any] = {}
         if bad_created is not None:
-            extra_keys.add("_bad_created")
-            rec = dict(rec, _bad_created=repr(bad_created)[:200])
+            kept["_bad_created"] = repr(bad_created)[:200]
+        for key, bound in _NUMBER_FIELDS:
+            # A number column NULLed because its value was no number ("process": "worker-1"
+            # from a JSON sender): the value is kept beside the row, not lost.
+            v = g(key)
+            if (
+                v is not None
+                and not (type(v) is int and -bound <= v < bound)
+                and not (type(v) is float and v.is_integer() and -bound <= v < bound)
+            ):
+                kept["_bad_" + key] = v  # _json copes with anything (depth caps, surrogates)
+        if kept:
+            extra_keys.update(kept)
+            rec = rec | kept
         if extra_keys:
             extra = self._json({k: rec[k] for k in extra_keys})
         else:
