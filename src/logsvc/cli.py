@@ -20,8 +20,8 @@ EXIT_USAGE = 2
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="logsvc",
-        description="A log service: Python logging records over TCP, kept exactly once in a local "
-        "journal and in PostgreSQL.",
+        description="A log service: Python logging records (and JSON lines, syslog, HTTP) kept "
+        "exactly once in a local journal and in PostgreSQL.",
     )
     parser.add_argument("--version", action="version", version=f"logsvc {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
