@@ -7,7 +7,6 @@ import logging.handlers
 import pickle
 import socket
 import struct
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -24,15 +23,6 @@ def reason(datagram: bytes, fmt: PickleDatagramFormat | None = None) -> str:
     with pytest.raises(RecordRejected) as info:
         (fmt or PickleDatagramFormat()).parse(datagram)
     return info.value.reason
-
-
-@pytest.fixture
-def udp_socket() -> Iterator[socket.socket]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.settimeout(10)
-    yield sock
-    sock.close()
 
 
 def test_real_datagram_handler(udp_socket: socket.socket) -> None:

@@ -417,15 +417,6 @@ def test_trailing_newlines_and_nul_are_ignored() -> None:
 
 
 @pytest.fixture
-def udp_socket() -> Iterator[socket.socket]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.settimeout(10)
-    yield sock
-    sock.close()
-
-
-@pytest.fixture
 def tcp_listener() -> Iterator[socket.socket]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
