@@ -90,7 +90,6 @@ class HttpConnection:
         "partial_since",
         "peer",
         "reactor",
-        "requests",
         "sock",
     )
 
@@ -112,7 +111,6 @@ class HttpConnection:
         self.max_body_bytes = max_body_bytes
         self.on_close = on_close
         self.closed = False
-        self.requests = 0
         self.last_active = time.monotonic()
         self.partial_since = 0.0  # a request has started and is not complete yet
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
@@ -215,7 +213,6 @@ class HttpConnection:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in req.headers}
         request = Request(req.method.decode("latin-1"), path, query, headers, bytes(self._body), self.peer)
         self._body = bytearray()
-        self.requests += 1
         self._waiting = True
         resp = self.app(self, request)
         if resp is not None:

@@ -15,13 +15,14 @@ person can read, parsed with the library's own parser.
 from __future__ import annotations
 
 import argparse
+import math
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -30,8 +31,6 @@ from logsvc.metrics import BATCH_BUCKETS_S
 
 if TYPE_CHECKING:
     from logsvc.server import Server
-
-PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class LogsvcCollector(Collector):
@@ -162,7 +161,7 @@ def make_registry(server: Server) -> CollectorRegistry:
 
 
 def metrics_response(registry: CollectorRegistry) -> Response:
-    return Response(200, generate_latest(registry), PROMETHEUS_CONTENT_TYPE)
+    return Response(200, generate_latest(registry), CONTENT_TYPE_LATEST)
 
 
 def health(server: Server) -> Response:
@@ -252,6 +251,8 @@ def stats_main(args: argparse.Namespace) -> int:
 
 
 def _fmt(value: float) -> str:
+    if not math.isfinite(value):
+        return str(value)
     if value == int(value) and abs(value) < 1e15:
         return f"{int(value):,}"
     return f"{value:,.3f}"

@@ -211,7 +211,6 @@ class Server:
         )
         self.encoder = RowEncoder()
         self.listeners: list[Listener] = []
-        self.addresses: list[tuple[str, int]] = []
         self.conns: dict[int, Connection] = {}
         self._pending: list[bytes] = []
         self._pending_bytes = 0
@@ -230,7 +229,6 @@ class Server:
         self.http_conns: dict[int, HttpConnection] = {}
         self._http_waiters: list[tuple[HttpConnection, int, dict[str, int]]] = []
         self._registry = ops.make_registry(self)
-        self._syslog_formats: list[SyslogFormat] = []
         self.started = time.monotonic()
         self._stopping = False
         self._done = False
@@ -323,7 +321,6 @@ class Server:
             raise
         sock.setblocking(False)
         addr = sock.getsockname()[:2]
-        self.addresses.append(addr)
         shown = f"[{addr[0]}]:{addr[1]}" if family == socket.AF_INET6 else f"{addr[0]}:{addr[1]}"
         self._add_listener(Listener(sock, kind, shown, tls, None))
         what = _KIND_TEXT[kind]
@@ -356,9 +353,7 @@ class Server:
         if kind == "udp":
             lst.format = PickleDatagramFormat(self.settings.max_frame_bytes)
         else:
-            fmt = SyslogFormat()
-            self._syslog_formats.append(fmt)
-            lst.format = fmt
+            lst.format = SyslogFormat()
         self.listeners.append(lst)
         self.reactor.register(
             sock.fileno(),
@@ -493,8 +488,7 @@ class Server:
         if kind == "json":
             return Decoder(LineFramer(cap), JsonFormat())
         if kind == "syslog":
-            fmt = SyslogFormat()
-            return Decoder(SyslogFramer(cap), fmt)
+            return Decoder(SyslogFramer(cap), SyslogFormat())
         return Decoder(LengthPrefixFramer(max_frame_bytes=cap), PickleFormat())
 
     def _refuse(self, sock: socket.socket, peer: str, reason: str, why: str) -> None:
@@ -665,7 +659,6 @@ class Server:
         if isinstance(fmt, SyslogFormat):
             fmt.now = now
         nbytes = 0
-        got = 0
         ok = 0
         ancsize = socket.CMSG_SPACE(_UINT32.size)
         ipv6 = lst.sock.family == socket.AF_INET6
@@ -680,7 +673,6 @@ class Server:
             except OSError as exc:
                 log.warning("Receiving on udp %s failed: %s.", lst.name, exc)
                 break
-            got += 1
             nbytes += len(data)
             for level, typ, value in anc:
                 if level == socket.SOL_SOCKET and typ == _SO_RXQ_OVFL and len(value) >= _UINT32.size:
@@ -748,8 +740,7 @@ class Server:
             return Response.json(503, {"error": why}, [("Retry-After", "1")])
         enc = self.encoder.encode
         pending = self._pending
-        received = time.time()
-        received_ts = self.encoder.timestamp(received)
+        received_ts = self.encoder.timestamp(time.time())
         accepted = 0
         rejected: dict[str, int] = {}
         try:

@@ -50,13 +50,6 @@ def closed_by_server(sock: socket.socket, timeout: float) -> bool:
         return False
 
 
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def metric(svc: Service, name: str, **labels: str) -> float:
     """A sample of the service's /metrics (its --metrics port is in its log)."""
     import re
@@ -73,11 +66,6 @@ def metric(svc: Service, name: str, **labels: str) -> float:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                 return float(sample.value)
     return 0.0
-
-
-def service_pid(svc: Service) -> int:
-    assert svc.proc is not None
-    return svc.proc.pid
 
 
 @pytest.fixture
@@ -209,7 +197,7 @@ def test_thousands_of_silent_connections_are_closed_after_the_idle_timeout(
             done="2,000 connections open and silent; --idle-timeout 1s",
             figures={"silent_connections_closed": len(silent)},
         )
-        rss = peak_rss_mb(service_pid(svc))
+        rss = svc.sample_peak_rss() / 1024
     finally:
         for s in silent:
             s.close()
@@ -305,7 +293,7 @@ def test_ten_thousand_concurrent_connections_each_send_a_record(
             s.sendall(frame(f"many {i}", run="many"))
             socks.append(s)
         check(n, fault="10,000 connections", done=f"{n:,} concurrent connections, one record each")
-        rss = peak_rss_mb(service_pid(svc))
+        rss = svc.sample_peak_rss() / 1024
     finally:
         for s in socks:
             s.close()
