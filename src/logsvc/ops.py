@@ -172,8 +172,9 @@ def health(server: Server) -> Response:
 def readiness(server: Server) -> Response:
     """``/readyz``: ready while records can be taken: PostgreSQL is up or the journal has room."""
     m = server.metrics
-    room = not server.holding
-    ready = room and (m.pg_connected or not server.journal.over_limit(server.sink.confirmed_seq))
+    # Reads pause exactly when the journal is over its cap (PostgreSQL behind for long) or
+    # cannot be written; with PostgreSQL down but room left, records are still taken.
+    room = ready = not server.holding
     body = {
         "status": "ready" if ready else "not ready",
         "postgresql": "connected" if m.pg_connected else f"down: {server.sink.last_error or 'connecting'}",
