@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 The sink owns one non-blocking libpq connection and runs at most one protocol generator on
-it at a time (``PgDriver``). Its states::
+it at a time (``pgwait.PgDriver``). Its states::
 
     DOWN --(backoff timer)--> CONNECTING --(schema ok, position read)--> IDLE
     IDLE --(batch due)--> SHIPPING --(committed)--> IDLE
@@ -93,6 +93,7 @@ from logsvc import loop as _loop
 from logsvc.errors import JournalCorrupt, StoreError
 from logsvc.journal import Block, Journal
 from logsvc.metrics import Metrics
+from logsvc.pgwait import PgDriver
 from logsvc.store import pgproto, schema
 from logsvc.store.deadletter import DeadLetter
 
@@ -235,84 +236,6 @@ class _Isolation:
     stored: int = 0
     dead: int = 0
     transactions: int = 0
-
-
-class PgDriver:
-    """Drive one ``pgproto`` generator at a time on the reactor.
-
-    The socket is registered ``EPOLLONESHOT`` and re-armed at every wait: level semantics on
-    re-arm, so a readiness that came before the re-arm is not lost (libpq is not written for
-    edge-triggered waiting).
-    """
-
-    def __init__(self, reactor: _loop.Reactor) -> None:
-        self._reactor = reactor
-        self._fd = -1
-        self._gen: pgproto.PgGen[Any] | None = None
-        self._on_done: Callable[[Any], None] | None = None
-        self._on_error: Callable[[BaseException], None] | None = None
-
-    @property
-    def busy(self) -> bool:
-        return self._gen is not None
-
-    def start(
-        self,
-        gen: pgproto.PgGen[Any],
-        on_done: Callable[[Any], None],
-        on_error: Callable[[BaseException], None],
-    ) -> None:
-        assert self._gen is None, "one protocol step at a time"
-        self._gen, self._on_done, self._on_error = gen, on_done, on_error
-        self._advance(None)
-
-    def forget(self) -> None:
-        """Drop the socket from epoll; call before the connection is closed."""
-        if self._fd >= 0:
-            self._reactor.unregister(self._fd)
-            self._fd = -1
-        if self._gen is not None:
-            self._gen.close()
-            self._gen = None
-
-    def _advance(self, ready: int | None) -> None:
-        gen = self._gen
-        assert gen is not None
-        try:
-            fd, wait = next(gen) if ready is None else gen.send(ready)
-        except StopIteration as stop:
-            self._finish(self._on_done, stop.value)
-            return
-        except Exception as exc:
-            self._finish(self._on_error, exc)
-            return
-        events = _loop.EPOLLONESHOT
-        if wait & pgproto.Wait.R:
-            events |= _loop.EPOLLIN
-        if wait & pgproto.Wait.W:
-            events |= _loop.EPOLLOUT
-        if fd != self._fd:
-            if self._fd >= 0:
-                self._reactor.unregister(self._fd)
-            self._fd = fd
-            self._reactor.register(fd, events, self._handle)
-        else:
-            self._reactor.modify(fd, events)
-
-    def _handle(self, events: int) -> None:
-        if self._gen is None:
-            return
-        ready = 0
-        if events & (_loop.EPOLLIN | _loop.EPOLLERR | _loop.EPOLLHUP):
-            ready |= pgproto.READY_R
-        if events & (_loop.EPOLLOUT | _loop.EPOLLERR | _loop.EPOLLHUP):
-            ready |= pgproto.READY_W
-        self._advance(ready)
-
-    def _finish(self, callback: Callable[[Any], None] | None, value: Any) -> None:
-        self._gen = None
-        assert callback is not None
-        callback(value)
 
 
 class PgSink:
