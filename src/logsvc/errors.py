@@ -49,6 +49,22 @@ class JournalCorrupt(LogsvcError):
     reason = "corrupt"
 
 
+class JournalSeqMismatch(LogsvcError):
+    """An append stated a first seq other than the journal's ``next_seq``; nothing was written.
+
+    The rows' COPY text already carries their seqs, stamped by the caller before the append,
+    so the two numbers must agree (STYLE.md convention 18). ``expected_first_seq`` is what the
+    caller stated, ``next_seq`` what the journal would have given.
+    """
+
+    reason = "seq_mismatch"
+
+    def __init__(self, message: str, *, expected_first_seq: int, next_seq: int) -> None:
+        super().__init__(message)
+        self.expected_first_seq = expected_first_seq
+        self.next_seq = next_seq
+
+
 class StoreError(LogsvcError):
     """PostgreSQL refused or lost a batch; see ``reason``."""
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from logsvc.errors import JournalCorrupt, LogsvcError
+from logsvc.errors import JournalCorrupt, JournalSeqMismatch, LogsvcError
 from logsvc.journal import HEADER_SIZE, Block, Journal, segment_name
 
 
@@ -32,7 +32,7 @@ def read_all(j: Journal, from_seq: int = 1) -> list[Block]:
 def fill(j: Journal, counts: list[int]) -> list[int]:
     firsts = []
     for count in counts:
-        firsts.append(j.append(rows(j.next_seq, count), count))
+        firsts.append(j.append(rows(j.next_seq, count), count, expected_first_seq=j.next_seq))
     return firsts
 
 
@@ -109,7 +109,7 @@ def test_reopen_after_close_continues_seq_and_journal_id_is_stable(jdir: Path) -
         assert j.journal_id == report.journal_id == jid
         assert report.next_seq == j.next_seq == 15 and report.records == 14 and report.blocks == 4
         assert report.torn_tail_bytes_truncated == 0 and report.corrupt == () and report.inconsistencies == ()
-        assert j.append(rows(15, 1), 1) == 15
+        assert j.append(rows(15, 1), 1, expected_first_seq=15) == 15
         assert seqs_of(read_all(j)) == list(range(1, 16))
     finally:
         j.close()
@@ -157,12 +157,12 @@ def test_next_seq_survives_release_and_reopen(jdir: Path) -> None:
         fill(j, [3, 3, 3, 3])
         j.release(12)
         # Rotate into a fresh, empty segment, then release everything before it.
-        j.append(rows(13, 20), 20)
+        j.append(rows(13, 20), 20, expected_first_seq=13)
         j.release(32)
         assert len(j.segment_paths) == 1
     with Journal(jdir, segment_bytes=100) as j:
         assert j.next_seq == 33
-        assert j.append(rows(33, 1), 1) == 33
+        assert j.append(rows(33, 1), 1, expected_first_seq=33) == 33
         assert seqs_of(read_all(j)) == list(range(13, 34))
 
 
@@ -183,7 +183,7 @@ def test_skip_to_moves_next_seq_forward_durably(jdir: Path) -> None:
         j.skip_to(2)  # not forward: no-op
         assert j.next_seq == 3
         j.skip_to(100)
-        assert j.append(rows(100, 1), 1) == 100
+        assert j.append(rows(100, 1), 1, expected_first_seq=100) == 100
     with Journal(jdir) as j:
         assert j.next_seq == 101
         assert seqs_of(read_all(j)) == [1, 2, 100]
@@ -204,7 +204,7 @@ def test_torn_tail_is_truncated_on_open_and_appends_continue(jdir: Path) -> None
         assert report.corrupt == ()
         assert report.next_seq == 6 and report.records == 5
         assert path.stat().st_size == cut - 7 == j.size_bytes
-        assert j.append(rows(6, 2), 2) == 6
+        assert j.append(rows(6, 2), 2, expected_first_seq=6) == 6
         assert seqs_of(read_all(j)) == list(range(1, 8))
     finally:
         j.close()
@@ -231,7 +231,7 @@ def test_flipped_byte_in_middle_block_is_reported_and_skipped(jdir: Path) -> Non
         assert report.next_seq == j.next_seq == 10
         assert seqs_of(read_all(j)) == [1, 2, 6, 7, 8, 9]
         assert seqs_of(j.read(3, 100, 1 << 20)) == [6, 7, 8, 9]  # lost seqs are simply absent
-        assert j.append(rows(10, 1), 1) == 10
+        assert j.append(rows(10, 1), 1, expected_first_seq=10) == 10
     finally:
         j.close()
     with Journal(jdir) as j:
@@ -255,7 +255,7 @@ def test_flipped_byte_at_very_end_reports_lost_records_and_never_reuses_their_se
         # Seqs 3..5 may already be in PostgreSQL: they are not handed out again.
         assert report.next_seq == j.next_seq == 6
         assert seqs_of(read_all(j)) == [1, 2]
-        assert j.append(rows(6, 2), 2) == 6
+        assert j.append(rows(6, 2), 2, expected_first_seq=6) == 6
         assert seqs_of(read_all(j)) == [1, 2, 6, 7]
     finally:
         j.close()
@@ -305,7 +305,7 @@ def test_misnamed_segment_is_reported_not_fatal(jdir: Path) -> None:
     try:
         assert len(report.inconsistencies) == 2  # junk.seg, and a name above its first block
         assert report.records == 0 and report.next_seq == j.next_seq == 5
-        assert j.append(rows(5, 1), 1) == 5
+        assert j.append(rows(5, 1), 1, expected_first_seq=5) == 5
         assert seqs_of(read_all(j)) == [5]
     finally:
         j.close()
@@ -327,7 +327,28 @@ def test_bad_fsync_policy_raises_value_error(jdir: Path) -> None:
 
 def test_bad_append_is_refused_without_writing(journal: Journal) -> None:
     with pytest.raises(ValueError):
-        journal.append(b"a\nb\n", 1)
+        journal.append(b"a\nb\n", 1, expected_first_seq=1)
+    assert journal.next_seq == 1 and journal.size_bytes == 0
+
+
+@pytest.mark.parametrize("stated", [0, 5, 7, 10**6])
+def test_append_with_a_stated_first_seq_other_than_next_seq_raises_and_writes_nothing(
+    journal: Journal, stated: int
+) -> None:
+    fill(journal, [2, 3])
+    size, paths = journal.size_bytes, journal.segment_paths
+    with pytest.raises(JournalSeqMismatch) as info:
+        journal.append(rows(stated, 2), 2, expected_first_seq=stated)
+    assert info.value.reason == "seq_mismatch"
+    assert (info.value.expected_first_seq, info.value.next_seq) == (stated, 6)
+    assert journal.next_seq == 6 and journal.size_bytes == size and journal.segment_paths == paths
+    assert journal.append(rows(6, 1), 1, expected_first_seq=6) == 6
+    assert seqs_of(read_all(journal)) == list(range(1, 7))
+
+
+def test_append_with_an_unknown_row_format_is_refused_without_writing(journal: Journal) -> None:
+    with pytest.raises(ValueError):
+        journal.append(rows(1, 1), 1, expected_first_seq=1, row_format=0)
     assert journal.next_seq == 1 and journal.size_bytes == 0
 
 

@@ -77,6 +77,12 @@ MAX_BLOCK_PAYLOAD = 64 << 20
 
 MAX_SEQ = (1 << 64) - 1  # first_seq is a u64; the last record of a block must fit as well
 
+# The column layout of the COPY rows in a payload (``store/copyfmt.py`` ``COLUMNS``). Blocks
+# written before the layout had a number are layout 1. The default is the layout this release
+# writes; it moves up whenever ``COLUMNS`` changes, and the shipper picks the column list by it.
+ROW_FORMAT_V1 = 1
+ROW_FORMAT_DEFAULT = ROW_FORMAT_V1
+
 _pack_header = _HEADER.pack
 _unpack_header = _HEADER.unpack_from
 _pack_fields = _FIELDS.pack

@@ -61,9 +61,18 @@ from pathlib import Path
 from types import TracebackType
 from typing import NamedTuple
 
-from logsvc.errors import JournalCorrupt, LogsvcError
+from logsvc.errors import JournalCorrupt, JournalSeqMismatch, LogsvcError
 from logsvc.journal.format import _HEADER as _HEADER_STRUCT
-from logsvc.journal.format import HEADER_SIZE, MAGIC, check_block, drop_rows, encode_header, scan
+from logsvc.journal.format import (
+    HEADER_SIZE,
+    MAGIC,
+    ROW_FORMAT_DEFAULT,
+    ROW_FORMAT_V1,
+    check_block,
+    drop_rows,
+    encode_header,
+    scan,
+)
 
 FSYNC_POLICIES = ("always", "interval", "never")
 
@@ -251,24 +260,43 @@ class Journal:
 
     # --- writing -----------------------------------------------------------------------------
 
-    def append(self, payload: bytes, count: int) -> int:
+    def append(
+        self, payload: bytes, count: int, *, expected_first_seq: int, row_format: int = ROW_FORMAT_DEFAULT
+    ) -> int:
         """Append one block of ``count`` records; they get seqs ``next_seq ..``.
 
         Args:
             payload: ``count`` COPY text rows, each ending in b"\\n".
             count: number of rows.
+            expected_first_seq: the seq the caller stamped on the first row; it must equal
+                ``next_seq`` (STYLE.md convention 18: checked where the two numbers meet).
+            row_format: the column layout of the rows (``ROW_FORMAT_*``).
 
         Returns:
-            The first seq of the block.
+            The first seq of the block (``expected_first_seq``).
 
         Raises:
-            ValueError: the payload is empty, too big, or not ``count`` rows.
-            OSError: the write failed; the segment is cut back so no partial block remains.
+            JournalSeqMismatch: ``expected_first_seq != next_seq``; nothing was written.
+            ValueError: the payload is empty, too big, or not ``count`` rows, or the row
+                format is unknown; nothing was written.
+            OSError: the write failed; the segment is cut back so no partial block remains
+                and ``next_seq`` is unchanged. (With ``fsync="always"`` the fdatasync after
+                a complete write can fail too: then the block is in the index and
+                ``next_seq`` has moved past it.)
         """
         seg = self._active
         if seg is None:
             raise RuntimeError("journal is not open")
         first = self.next_seq
+        if expected_first_seq != first:
+            raise JournalSeqMismatch(
+                f"append of {count} records stamped from seq {expected_first_seq}, "
+                f"but the journal's next seq is {first}; nothing written",
+                expected_first_seq=expected_first_seq,
+                next_seq=first,
+            )
+        if row_format != ROW_FORMAT_V1:
+            raise ValueError(f"unknown row format {row_format}")
         header = encode_header(first, count, payload)
         total = HEADER_SIZE + len(payload)
         if seg.size and seg.size + total > self.segment_bytes:
