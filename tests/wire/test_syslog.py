@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from logsvc.errors import ProtocolError, RecordRejected
@@ -654,12 +654,19 @@ def test_arbitrary_messages_give_a_dict_or_malformed(msg: bytes) -> None:
 _PIECES = [octet(M1), octet(M2), b"<14>a\n", b"<14>b\x00", b"\r\n", b"12", b"0", b" ", b"x" * 40, b"<1", b"9"]
 
 
+# Issue 10: found on a fresh clone. Cut at 10, the first (oversized) message was discarded
+# before its LF arrived, and the discarding path did not let that LF decide the stream's
+# trailers; the NUL after "two<14>b" then did, and the last message was no longer cut at its LF.
+_CHUNKING_EXAMPLE = [b" ", octet(M1), b"<14>b\x00", b" ", octet(M1)]
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     st.lists(st.sampled_from(_PIECES) | st.binary(max_size=6), max_size=20),
     st.lists(st.integers(0, 2000), max_size=6),
     st.integers(8, 200),
 )
+@example(_CHUNKING_EXAMPLE, [10], 8)
 def test_arbitrary_streams_yield_records_rejections_or_one_protocol_error(
     pieces: list[bytes], cuts: list[int], cap: int
 ) -> None:
@@ -691,3 +698,19 @@ def test_a_nul_terminated_stream_keeps_later_multi_line_messages_whole() -> None
 def test_a_newline_terminated_stream_still_splits_at_newlines() -> None:
     out = run([b"<11>a: one\n<11>a: two\n"])
     assert [x["msg"] if isinstance(x, dict) else x for x in out] == [b"<11>a: one", b"<11>a: two"]
+
+
+def test_an_oversized_first_message_discarded_before_its_lf_still_decides_the_trailers() -> None:
+    # The issue 10 example, cut where it was found and every other way: the LF that ends the
+    # oversized first message decides "LF and NUL", so the last message is cut at its LF too.
+    data = b"".join(_CHUNKING_EXAMPLE)
+    expected = ["!oversized", b"two<14>b", "!oversized", b"two"]
+    assert frames([data], 8) == expected
+    assert frames([data[:10], data[10:]], 8) == expected
+    assert three_ways(data, 8) == expected
+
+
+def test_an_oversized_first_message_discarded_before_its_nul_chooses_nul_only() -> None:
+    data = b"<14>" + b"x" * 20 + b"\x00<14>a\nb\x00"
+    assert three_ways(data, 8) == ["!oversized", b"<14>a\nb"]
+    assert frames([data[:12], data[12:]], 8) == ["!oversized", b"<14>a\nb"]

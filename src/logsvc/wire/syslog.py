@@ -182,6 +182,19 @@ class SyslogFramer:
                 first = i
         return first
 
+    def _decide(self, trailer: int) -> None:
+        # The trailer that ends the stream's first non-transparent message decides. A sender
+        # that ends it with NUL (Python's SysLogHandler over TCP) may put newlines inside later
+        # ones (a traceback): from then on only NUL ends a message. (A multi-line *first*
+        # message is still cut at its newlines.) Both ways a message can end call this: found
+        # whole, or discarded as oversized before its trailer arrived. When only the first did,
+        # how the stream was cut decided the trailers (issue 10: hypothesis found a stream
+        # whose first message, oversized, was cut before its LF, so a NUL later chose
+        # "NUL only" and the last message was no longer split at its LF).
+        self._decided = True
+        if trailer == 0 and len(self._trailers) > 1:
+            self._trailers = (b"\x00",)
+
     def maybe_extract(self, buf: ReceiveBuffer) -> bytes | None:
         """Consume and return the next message, or None if no whole message is buffered.
 
@@ -210,6 +223,8 @@ class SyslogFramer:
                 if i < 0:
                     buf.skip(end_data - start)
                     return None
+                if not self._decided:
+                    self._decide(data[i])
                 buf.skip(i + 1 - start)
                 self._discarding = False
                 continue
@@ -237,13 +252,7 @@ class SyslogFramer:
                 return None
             self._scanned = 0
             if not self._decided:
-                # The stream's first non-transparent message decides. A sender that ends it
-                # with NUL (Python's SysLogHandler over TCP) may put newlines inside later
-                # ones (a traceback): from then on only NUL ends a message. (A multi-line
-                # *first* message is still cut at its newlines.)
-                self._decided = True
-                if data[i] == 0 and len(self._trailers) > 1:
-                    self._trailers = (b"\x00",)
+                self._decide(data[i])
             end = i - 1 if data[i - 1] == 0x0D else i  # i > start: data[start] is no trailer
             if end - start > self.max_message_bytes:
                 buf.skip(i + 1 - start)
