@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from logsvc.errors import JournalCorrupt, JournalSeqMismatch, LogsvcError
-from logsvc.journal import HEADER_SIZE, Block, Journal, segment_name
+from logsvc.journal import HEADER_SIZE, RESERVED_FILE, SEQ_RESERVE_STEP, Block, Journal, segment_name
 
 
 def rows(first: int, count: int) -> bytes:
@@ -202,14 +205,16 @@ def test_torn_tail_is_truncated_on_open_and_appends_continue(jdir: Path) -> None
     try:
         assert report.torn_tail_bytes_truncated == 7
         assert report.corrupt == ()
-        assert report.next_seq == 6 and report.records == 5
+        assert report.records == 5
+        # Seqs 6..9 were handed out before the tail was lost: numbering continues after them.
+        assert report.next_seq == 10 and report.seq_jump == 4 and report.seq_reserved == 10
         assert path.stat().st_size == cut - 7 == j.size_bytes
-        assert j.append(rows(6, 2), 2, expected_first_seq=6) == 6
-        assert seqs_of(read_all(j)) == list(range(1, 8))
+        assert j.append(rows(10, 2), 2, expected_first_seq=10) == 10
+        assert seqs_of(read_all(j)) == [1, 2, 3, 4, 5, 10, 11]
     finally:
         j.close()
     with Journal(jdir) as j:
-        assert seqs_of(read_all(j)) == list(range(1, 8))
+        assert seqs_of(read_all(j)) == [1, 2, 3, 4, 5, 10, 11]
 
 
 def test_flipped_byte_in_middle_block_is_reported_and_skipped(jdir: Path) -> None:
@@ -363,3 +368,207 @@ def test_over_limit_counts_only_segments_with_unshipped_records(jdir: Path) -> N
         j.release(3)  # the only segment is active: nothing is deleted ...
         assert j.size_bytes == 3 * one
         assert not j.over_limit(3)  # ... but nothing in it waits: no backpressure
+
+
+# --- seq reservation: a seq is never handed out twice, whatever a crash takes ---------------
+
+
+def crash(j: Journal) -> None:
+    """The process dies: its fds (and the flock) go; nothing is synced and nothing is lowered."""
+    for seg in j._segments:
+        seg.close()
+    assert j._dir_fd is not None
+    os.close(j._dir_fd)
+    j._dir_fd = None
+
+
+def power_loss(jdir: Path, keep: int) -> None:
+    """Keep only the first ``keep`` bytes of the segments taken in order, as a machine crash
+    with ``fsync="never"`` may (whole newer segments gone, the last one kept cut short).
+    ``seq.reserved`` is always fsynced, so it survives."""
+    for path in sorted(jdir.glob("*.seg")):
+        size = path.stat().st_size
+        if keep <= 0:
+            path.unlink()
+        elif keep < size:
+            os.truncate(path, keep)
+        keep -= size
+
+
+def reserved_on_disk(jdir: Path) -> int:
+    return int((jdir / RESERVED_FILE).read_text())
+
+
+def test_power_loss_taking_a_tail_never_reuses_its_seqs(jdir: Path) -> None:
+    j = Journal(jdir, segment_bytes=200, fsync="interval", seq_reserve_step=10)
+    j.open()
+    firsts = fill(j, [3, 3, 3, 3, 3, 3])
+    assert firsts == [1, 4, 7, 10, 13, 16]
+    # Raised at seq 1 (to 1 + 3 + 10) and again when the block 13..15 crossed 14.
+    assert reserved_on_disk(jdir) == 26 and j.next_seq == 19
+    # Say 1..18 were shipped; then the machine loses its last two blocks.
+    crash(j)
+    power_loss(jdir, sum(block_size(f, 3) for f in firsts[:4]))
+
+    j = Journal(jdir, segment_bytes=200, fsync="interval", seq_reserve_step=10)
+    report = j.open()
+    try:
+        assert report.records == 12 and report.seq_reserved == 26
+        assert report.next_seq == j.next_seq == 26 and report.seq_jump == 26 - 13
+        assert j.append(rows(26, 2), 2, expected_first_seq=26) == 26
+        assert seqs_of(read_all(j)) == [*range(1, 13), 26, 27]
+    finally:
+        j.close()
+
+
+def test_a_crash_that_loses_nothing_still_continues_above_the_reservation(jdir: Path) -> None:
+    j = Journal(jdir, fsync="never", seq_reserve_step=100)
+    j.open()
+    fill(j, [5])
+    crash(j)
+    with Journal(jdir) as j:
+        assert j.next_seq == 106  # 6..105 are a gap: the journal cannot know they were never used
+        assert seqs_of(read_all(j)) == [1, 2, 3, 4, 5]
+
+
+def test_clean_close_lowers_the_reservation_so_a_restart_leaves_no_gap(jdir: Path) -> None:
+    with Journal(jdir, fsync="never") as j:
+        fill(j, [4, 4])
+        assert reserved_on_disk(jdir) == 5 + SEQ_RESERVE_STEP
+    assert reserved_on_disk(jdir) == 9
+    with Journal(jdir) as j:
+        assert j.next_seq == 9
+        assert j.append(rows(9, 1), 1, expected_first_seq=9) == 9
+    j = Journal(jdir)
+    report = j.open()
+    try:
+        assert report.seq_jump == 0 and report.next_seq == 10 and report.seq_reserved == 10
+    finally:
+        j.close()
+
+
+def test_the_reservation_is_written_once_per_step_not_per_append(
+    jdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 100k records/s must not mean a file rewrite and two fsyncs every few appends.
+    assert SEQ_RESERVE_STEP >= 1 << 20
+    writes: list[int] = []
+    reserve = Journal._reserve
+
+    def counting(self: Journal, value: int) -> None:
+        writes.append(value)
+        reserve(self, value)
+
+    monkeypatch.setattr(Journal, "_reserve", counting)
+    with Journal(jdir, fsync="never", segment_bytes=1 << 20) as j:
+        for _ in range(1000):
+            fill(j, [100])
+        assert writes == [101 + SEQ_RESERVE_STEP]
+        big = SEQ_RESERVE_STEP  # one block crossing the mark raises it past its own end
+        j.append(b"\n" * big, big, expected_first_seq=100_001)
+        assert writes[-1] == 100_001 + big + SEQ_RESERVE_STEP
+    assert writes[-1] == j.next_seq  # lowered by close
+
+
+def test_a_failed_reservation_fails_the_append_and_writes_nothing(
+    jdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Journal(jdir, fsync="never", seq_reserve_step=4) as j:
+        fill(j, [3])
+        size, reserved = j.size_bytes, reserved_on_disk(jdir)
+
+        def broken(self: Journal, name: str, data: bytes) -> None:
+            raise OSError(5, "Input/output error")
+
+        monkeypatch.setattr(Journal, "_replace_file", broken)
+        with pytest.raises(OSError):
+            j.append(rows(4, 5), 5, expected_first_seq=4)
+        assert j.next_seq == 4 and j.size_bytes == size and reserved_on_disk(jdir) == reserved
+        monkeypatch.undo()
+        assert j.append(rows(4, 5), 5, expected_first_seq=4) == 4
+        assert reserved_on_disk(jdir) == 13
+        assert seqs_of(read_all(j)) == list(range(1, 9))
+
+
+def test_a_journal_from_a_release_without_reservation_opens_and_starts_one(jdir: Path) -> None:
+    with Journal(jdir) as j:
+        fill(j, [2, 2])
+    (jdir / RESERVED_FILE).unlink()
+    j = Journal(jdir)
+    report = j.open()
+    try:
+        assert report.seq_reserved == 0 and report.seq_jump == 0 and report.next_seq == 5
+        assert not (jdir / RESERVED_FILE).exists()
+        j.append(rows(5, 1), 1, expected_first_seq=5)
+        assert reserved_on_disk(jdir) == 6 + SEQ_RESERVE_STEP
+    finally:
+        j.close()
+
+
+@pytest.mark.parametrize("text", [b"", b"12", b"abc\n", b"0\n", b"-3\n", b"%d\n" % (1 << 64 + 1), b"1\n2\n"])
+def test_a_damaged_reservation_refuses_to_open(jdir: Path, text: bytes) -> None:
+    with Journal(jdir) as j:
+        fill(j, [1])
+    (jdir / RESERVED_FILE).write_bytes(text)
+    with pytest.raises(JournalCorrupt) as info:
+        Journal(jdir).open()
+    assert info.value.reason == "seq_reserved"
+
+
+def test_skip_to_is_reserved_before_the_segment_that_names_it(jdir: Path) -> None:
+    # With fsync="never" the new segment's name may not survive a crash; the mark does.
+    j = Journal(jdir, fsync="never", seq_reserve_step=0)
+    j.open()
+    fill(j, [2])
+    j.skip_to(1000)
+    crash(j)
+    power_loss(jdir, block_size(1, 2))
+    with Journal(jdir) as j:
+        assert j.next_seq == 1000
+
+
+ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("append"), st.integers(1, 7)),
+        st.tuples(st.just("skip"), st.integers(0, 30)),
+        st.tuples(st.just("crash"), st.floats(0, 1)),
+        st.tuples(st.just("close"), st.just(0)),
+    ),
+    max_size=25,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(ops=ops, step=st.integers(0, 12))
+def test_property_no_seq_is_handed_out_twice_across_crashes_and_lost_tails(
+    ops: list[tuple[str, float]], step: int
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        jdir = Path(tmp) / "journal"
+        j = Journal(jdir, segment_bytes=120, fsync="never", seq_reserve_step=step)
+        j.open()
+        floor = 1  # every seq below this was handed out (or is PostgreSQL's, after skip_to)
+        try:
+            for op, arg in ops:
+                if op == "append":
+                    n = int(arg)
+                    assert j.next_seq >= floor
+                    first = j.append(rows(j.next_seq, n), n, expected_first_seq=j.next_seq)
+                    floor = first + n
+                elif op == "skip":
+                    j.skip_to(j.next_seq + int(arg))
+                    floor = max(floor, j.next_seq)
+                else:
+                    if op == "close":
+                        j.close()
+                    else:
+                        crash(j)
+                        total = sum(p.stat().st_size for p in jdir.glob("*.seg"))
+                        power_loss(jdir, int(total * arg))
+                    j = Journal(jdir, segment_bytes=120, fsync="never", seq_reserve_step=step)
+                    report = j.open()
+                    assert j.next_seq == report.next_seq >= floor
+                    if op == "close":
+                        assert report.seq_jump == 0
+        finally:
+            j.close()

@@ -24,6 +24,8 @@ from logsvc.journal.format import (
 )
 from logsvc.journal.segment import (
     FSYNC_POLICIES,
+    RESERVED_FILE,
+    SEQ_RESERVE_STEP,
     Block,
     CorruptRange,
     Journal,
@@ -36,8 +38,10 @@ __all__ = [
     "HEADER_SIZE",
     "MAGIC",
     "MAX_BLOCK_PAYLOAD",
+    "RESERVED_FILE",
     "ROW_FORMAT_DEFAULT",
     "ROW_FORMAT_V1",
+    "SEQ_RESERVE_STEP",
     "BadRange",
     "Block",
     "BlockInfo",

@@ -12,6 +12,7 @@ Theory of operation
 
     DIR/
       journal.id                   uuid4 hex, written once (tmp + rename + fsync), never changed
+      seq.reserved                 decimal seq: no seq at or above it has been handed out
       00000000000000000001.seg     blocks for seqs 1 ..
       00000000000000004097.seg     blocks for seqs 4097 .. (name = first seq it holds)
       00000000000000009000.seg     the active segment: the only one appended to
@@ -43,6 +44,19 @@ Theory of operation
 * ``release(shipped_seq)`` deletes whole segments, oldest first, whose every record is shipped,
   never the active one. A deletion lost in a crash just brings back records already shipped,
   which the shipper skips, so no directory fsync is needed there.
+* Seqs are never handed out twice, even when a crash takes a tail PostgreSQL already holds.
+  With ``fsync="interval"`` or ``"never"`` a machine crash can lose the last blocks (or whole
+  segments) after the shipper committed them; numbering resumed from what survived would
+  give new records seqs PostgreSQL already has, and the shipper would skip them as shipped.
+  So the journal logs ahead, as PostgreSQL's sequences do (``SEQ_LOG_VALS``,
+  ``src/backend/commands/sequence.c``): ``seq.reserved`` holds a durable high-water mark, and
+  no seq at or above it is handed out. An append that would cross it first raises it to
+  ``block end + SEQ_RESERVE_STEP`` (tmp + fsync + rename + directory fsync, whatever the fsync
+  policy). ``open`` continues from ``max(recovered next_seq, reservation)``; the jump, if
+  any, is in the ``RecoveryReport``. The never-used seqs in between are a gap like the one a
+  corrupt block leaves, which the shipper commits past. A clean ``close`` lowers the mark to
+  ``next_seq`` (every seq handed out is below it, durable or not), so a clean restart leaves
+  no gap; a crash of any kind leaves one of at most ``SEQ_RESERVE_STEP`` seqs.
 * The directory is ``flock``-ed while open: two processes appending to one journal would
   interleave seqs.
 """
@@ -66,6 +80,7 @@ from logsvc.journal.format import _HEADER as _HEADER_STRUCT
 from logsvc.journal.format import (
     HEADER_SIZE,
     MAGIC,
+    MAX_SEQ,
     ROW_FORMAT_DEFAULT,
     ROW_FORMAT_V1,
     check_block,
@@ -80,6 +95,16 @@ SEGMENT_SUFFIX = ".seg"
 _NAME_DIGITS = 20  # 2**64 - 1 has 20 digits
 _SEGMENT_NAME = re.compile(r"^(\d{20})\.seg$")
 ID_FILE = "journal.id"
+RESERVED_FILE = "seq.reserved"
+
+# How far ahead of the append that crosses it the reservation is raised. Each raise costs two
+# fsyncs (file and directory), so this sets how often that happens: every 2**20 records,
+# which is every 10 s at 100k records/s and still only once a second at ten times that. What
+# it costs in turn is the gap a crash leaves, at most this many seqs never used; the seq is a
+# u64, so 2**44 crashes would be needed to use it up, and the shipper crosses a gap of any
+# size with one empty commit. (PostgreSQL logs 32 sequence values ahead, SEQ_LOG_VALS, but it
+# pays one WAL record per 32 nextval() calls, not a file rewrite.)
+SEQ_RESERVE_STEP = 1 << 20
 
 DEFAULT_SEGMENT_BYTES = 64 << 20  # a segment is the unit of release; 64 MiB like MAX_BLOCK_PAYLOAD
 DEFAULT_MAX_BYTES = 1 << 30  # backpressure threshold the server applies through ``over_limit``
@@ -125,6 +150,13 @@ class RecoveryReport:
     next_seq: int
     # Records in the torn block, when its header survived (0 if it did not: then unknown).
     torn_tail_records: int = 0
+    # The reservation found in ``seq.reserved`` (0 if there was none: a new journal, or one
+    # written by a release that kept none).
+    seq_reserved: int = 0
+    # How far ``next_seq`` was moved up to the reservation, past the seq recovered from the
+    # segments: 0 after a clean close; after a crash, seqs that were or may have been handed
+    # out and whose blocks are not on disk (any that PostgreSQL has are never reused).
+    seq_jump: int = 0
 
     @property
     def records_lost(self) -> int:
@@ -172,6 +204,8 @@ class Journal:
             segment of its own).
         fsync: ``"always"``, ``"interval"`` or ``"never"``.
         max_bytes: ``over_limit`` is true once the segments with unshipped records reach this.
+        seq_reserve_step: how far past an append the seq reservation is raised when the
+            append crosses it (``SEQ_RESERVE_STEP``; tests make it small).
 
     Raises:
         ValueError: an argument is out of range or ``fsync`` is not a known policy.
@@ -184,15 +218,17 @@ class Journal:
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
         fsync: str = "interval",
         max_bytes: int = DEFAULT_MAX_BYTES,
+        seq_reserve_step: int = SEQ_RESERVE_STEP,
     ) -> None:
         if fsync not in FSYNC_POLICIES:
             raise ValueError(f"fsync must be one of {', '.join(FSYNC_POLICIES)}, not {fsync!r}")
-        if segment_bytes < 1 or max_bytes < 1:
-            raise ValueError("segment_bytes and max_bytes must be positive")
+        if segment_bytes < 1 or max_bytes < 1 or seq_reserve_step < 0:
+            raise ValueError("segment_bytes and max_bytes must be positive, seq_reserve_step not negative")
         self.directory = Path(directory)
         self.segment_bytes = segment_bytes
         self.fsync = fsync
         self.max_bytes = max_bytes
+        self.seq_reserve_step = seq_reserve_step
         self.journal_id = ""
         self.next_seq = 0  # set by open()
         self._segments: list[_Segment] = []
@@ -200,6 +236,8 @@ class Journal:
         self._dir_fd: int | None = None
         self._size = 0
         self._dirty = False
+        # Durable: no seq >= this has been handed out (seq.reserved); 0 until one is written.
+        self._reserved = 0
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -234,10 +272,19 @@ class Journal:
             raise
 
     def close(self) -> None:
-        """Sync (unless ``fsync="never"``), close every fd and unlock. Safe to call twice."""
+        """Sync (unless ``fsync="never"``), lower the seq reservation to ``next_seq``, close every
+        fd and unlock. Safe to call twice.
+        """
         try:
             if self._active is not None and self._active.fd is not None and self.fsync != "never":
                 self.sync()
+            if self._active is not None and self._reserved > self.next_seq:
+                # Every seq handed out is below next_seq, written to disk or not, so the mark
+                # may come down to it: the next start then continues without a gap.
+                try:
+                    self._reserve(self.next_seq)
+                except OSError:
+                    pass  # the higher mark stands: a gap at the next start, nothing worse
         finally:
             for seg in self._segments:
                 seg.close()
@@ -279,10 +326,10 @@ class Journal:
             JournalSeqMismatch: ``expected_first_seq != next_seq``; nothing was written.
             ValueError: the payload is empty, too big, or not ``count`` rows, or the row
                 format is unknown; nothing was written.
-            OSError: the write failed; the segment is cut back so no partial block remains
-                and ``next_seq`` is unchanged. (With ``fsync="always"`` the fdatasync after
-                a complete write can fail too: then the block is in the index and
-                ``next_seq`` has moved past it.)
+            OSError: the write, or the seq reservation it needed first, failed; the segment
+                is cut back so no partial block remains and ``next_seq`` is unchanged. (With
+                ``fsync="always"`` the fdatasync after a complete write can fail too: then the
+                block is in the index and ``next_seq`` has moved past it.)
         """
         seg = self._active
         if seg is None:
@@ -298,6 +345,9 @@ class Journal:
         if row_format != ROW_FORMAT_V1:
             raise ValueError(f"unknown row format {row_format}")
         header = encode_header(first, count, payload)
+        if first + count > self._reserved:
+            # Before the block exists anywhere, so that no seq in it is above the durable mark.
+            self._reserve(min(first + count + self.seq_reserve_step, MAX_SEQ + 1))
         total = HEADER_SIZE + len(payload)
         if seg.size and seg.size + total > self.segment_bytes:
             seg = self._rotate(first)
@@ -350,11 +400,19 @@ class Journal:
         ``next_seq`` (the tail was lost in a machine crash after it had been shipped), call
         ``skip_to(shipped_seq + 1)`` so no seq already shipped is handed out again. A no-op if
         ``seq <= next_seq``.
+
+        Raises:
+            OSError: the reservation or the new segment could not be written; ``next_seq``
+                is unchanged.
         """
         if self._active is None:
             raise RuntimeError("journal is not open")
         if seq <= self.next_seq:
             return
+        if seq > self._reserved:
+            # The name of the new segment is durable only with a directory fsync, which
+            # fsync="never" skips; the reservation always is.
+            self._reserve(seq)
         old = self._active
         self._rotate(seq)
         self.next_seq = seq
@@ -539,6 +597,13 @@ class Journal:
         else:
             self.next_seq = 1
             self._rotate(1)
+        # Read only now: a reservation without its journal.id would be refused with the id.
+        reserved = self._load_reserved()
+        self._reserved = reserved
+        jump = max(0, reserved - self.next_seq)
+        if jump:
+            # A new segment named for it, so a clean restart does not report the jump again.
+            self.skip_to(reserved)
         return RecoveryReport(
             journal_id=self.journal_id,
             segments=len(self._segments),
@@ -549,6 +614,8 @@ class Journal:
             inconsistencies=tuple(inconsistencies),
             next_seq=self.next_seq,
             torn_tail_records=torn_records,
+            seq_reserved=reserved,
+            seq_jump=jump,
         )
 
     def _load_id(self, *, have_segments: bool) -> str:
@@ -563,21 +630,52 @@ class Journal:
                     reason="journal_id",
                 ) from None
             new = uuid.uuid4().hex
-            tmp = path.with_name(ID_FILE + ".tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _O_CLOEXEC, 0o644)
-            try:
-                os.write(fd, (new + "\n").encode("ascii"))
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
-            self._sync_dir()
+            self._replace_file(ID_FILE, (new + "\n").encode("ascii"))
             return new
         except (UnicodeDecodeError, OSError) as e:
             raise JournalCorrupt(f"cannot read {path}: {e}", reason="journal_id") from e
         if len(text) != 32 or any(c not in "0123456789abcdef" for c in text):
             raise JournalCorrupt(f"{path} does not hold a uuid4 hex: {text[:40]!r}", reason="journal_id")
         return text
+
+    def _load_reserved(self) -> int:
+        path = self.directory / RESERVED_FILE
+        try:
+            text = path.read_bytes()
+        except FileNotFoundError:
+            return 0
+        except OSError as e:
+            raise JournalCorrupt(f"cannot read {path}: {e}", reason="seq_reserved") from e
+        # Written whole by rename, so anything but "<digits>\n" is damage, not a torn write.
+        value = int(text[:-1]) if text[:-1].isdigit() and text.endswith(b"\n") and len(text) <= 22 else 0
+        if not 1 <= value <= MAX_SEQ + 1:
+            raise JournalCorrupt(
+                f"{path} does not hold a seq: {text[:40]!r}. It is the mark no seq handed out "
+                "reaches; removing it continues numbering from the segments, and records "
+                "received before PostgreSQL is reached may then get seqs a lost tail had",
+                reason="seq_reserved",
+            )
+        return value
+
+    def _reserve(self, value: int) -> None:
+        # Durable whatever the fsync policy: a mark lost in a crash is exactly the bug it fixes.
+        self._replace_file(RESERVED_FILE, b"%d\n" % value)
+        self._reserved = value
+
+    def _replace_file(self, name: str, data: bytes) -> None:
+        # tmp + write + fsync + rename + directory fsync: after a crash the file holds either
+        # the old contents or the new, whole. Raises OSError; the old contents then stand.
+        tmp = self.directory / (name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _O_CLOEXEC, 0o644)
+        try:
+            if os.write(fd, data) != len(data):
+                raise OSError(errno.ENOSPC, "short write", str(tmp))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.directory / name)
+        assert self._dir_fd is not None
+        os.fsync(self._dir_fd)
 
     def _rotate(self, base_seq: int) -> _Segment:
         # Start a new, empty active segment named base_seq; the old one stays open for reads.
