@@ -183,3 +183,20 @@ def counts(dsn: str, schema: str) -> tuple[int, int, int]:
         ).fetchone()
     assert row is not None
     return int(row[0]), int(row[1]), int(row[2])
+
+
+def seq_runs(dsn: str, schema: str) -> int:
+    """How many unbroken runs of seqs the records table holds (0 when empty).
+
+    One run means no seq is missing between the first and the last. The journal reserves
+    seqs ahead of use, so each unclean stop (SIGKILL, power loss) may leave one gap of
+    never-used seqs; a record lost after it was numbered leaves a gap of its own too, so a
+    test bounds the runs by 1 + the unclean stops it caused.
+    """
+    with psycopg.connect(dsn, autocommit=True) as c:
+        row = c.execute(
+            f"SELECT count(*) FROM {schema}.records r "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {schema}.records p WHERE p.seq = r.seq - 1)"
+        ).fetchone()
+    assert row is not None
+    return int(row[0])

@@ -338,7 +338,7 @@ def test_metrics_health_and_readiness(senders: Senders) -> None:
         with urllib.request.urlopen(base + "/metrics", timeout=10) as resp:
             text = resp.read().decode()
         for fam in text_string_to_metric_families(text):
-            if fam.name == "logsvc_records_received":
+            if fam.name == "logsvc_records_journaled":
                 return sum(s.value for s in fam.samples if s.labels.get("listener") == "pickle")
         return 0.0
 
@@ -350,7 +350,7 @@ def test_metrics_health_and_readiness(senders: Senders) -> None:
         timeout=30,
     )
     assert out.returncode == 0, out.stderr
-    assert "records_received_total" in out.stdout and "listener=pickle" in out.stdout
+    assert "records_journaled_total" in out.stdout and "listener=pickle" in out.stdout
 
 
 def test_http_refuses_what_it_cannot_take(senders: Senders) -> None:

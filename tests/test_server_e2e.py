@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.helpers import Service, counts, join_clients, start_clients, wait_for
+from tests.helpers import Service, counts, join_clients, seq_runs, start_clients, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -141,9 +141,11 @@ def test_sigkill_mid_stream_and_restart_stores_every_journaled_record_once(
         assert svc.stop() == 0
     finally:
         svc.kill()
-    rows, distinct, max_seq = counts(dsn, schema)
-    # No duplicates, and no gaps: every seq the journal handed out reached PostgreSQL once.
-    assert rows == distinct == max_seq
+    rows, distinct, _max_seq = counts(dsn, schema)
+    # No duplicates, and no gap but the one the kill may leave (seqs reserved ahead of use
+    # and never handed out): every record numbered reached PostgreSQL once.
+    assert rows == distinct
+    assert seq_runs(dsn, schema) <= 2
     assert rows > killed_at
     with psycopg.connect(dsn) as c:
         after = c.execute(
@@ -175,7 +177,7 @@ def test_a_corrupt_journal_block_is_reported_and_every_intact_record_shipped(
         for block in range(3):
             seq = j.next_seq
             rows = [enc.encode({"msg": f"b{block}", "created": now}, seq + i, "x", ts) for i in range(10)]
-            j.append(b"".join(rows), 10)
+            j.append(b"".join(rows), 10, expected_first_seq=seq)
         (segment,) = j.segment_paths
     raw = bytearray(segment.read_bytes())
     raw[int(len(raw) * where)] ^= 0xFF  # a flipped byte inside one block

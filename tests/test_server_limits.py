@@ -7,7 +7,8 @@ import logging
 
 import pytest
 
-from logsvc.server import RESERVED_FDS, _allowed, _check_nofile_limit
+from logsvc.ingest.intake import _allowed
+from logsvc.server import RESERVED_FDS, _check_nofile_limit
 
 
 def test_a_limit_that_fits_keeps_max_connections_quietly(caplog: pytest.LogCaptureFixture) -> None:

@@ -9,7 +9,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from logsvc import __version__, bench, config, ops, query
+from logsvc import __version__, bench, config, query, stats
 from logsvc.errors import ConfigError, LogsvcError
 
 log = logging.getLogger("logsvc")
@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_serve)
     query.add_parsers(sub)
     bench.add_parser(sub)
-    ops.add_stats_parser(sub)
+    stats.add_stats_parser(sub)
     return parser
 
 

@@ -67,6 +67,10 @@ _CANCELLED_COMPACT_MIN = 512
 # rest to the next turn, so this bounds a turn's work, not what can be served.
 MAX_EVENTS_PER_POLL = 1024
 
+# The longest loop turn is reported over windows of this many seconds (the current and the
+# previous one), so a scrape every 15 s (Prometheus' default) never misses a long turn.
+BUSY_WINDOW_S = 10.0
+
 Handler = Callable[[int], None]
 
 
@@ -106,10 +110,14 @@ class Reactor:
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
         # Loop health, read by /metrics: turns, seconds spent working (not waiting in poll),
-        # and the longest turn since ``take_max_busy()`` was last called.
+        # and the longest turn lately (``recent_max_busy``).
         self.iterations = 0
         self.busy_seconds = 0.0
+        # Exceptions a handler or callback let escape (bugs): logged with a traceback and counted.
+        self.handler_errors = 0
         self._max_busy = 0.0
+        self._prev_max_busy = 0.0
+        self._window_start = time.monotonic()
 
     # -- file descriptors ------------------------------------------------------------------
 
@@ -200,10 +208,12 @@ class Reactor:
         while not self._stopping:
             self.run_once()
 
-    def take_max_busy(self) -> float:
-        """The longest turn's working time since the last call (then reset)."""
-        value, self._max_busy = self._max_busy, 0.0
-        return value
+    def recent_max_busy(self) -> float:
+        """The longest turn's working time over the last one to two windows of ``BUSY_WINDOW_S``.
+
+        Reading it changes nothing (a scrape must not reset what another scraper would see).
+        """
+        return max(self._max_busy, self._prev_max_busy)
 
     def run_once(self, max_timeout: float | None = None) -> None:
         """One turn: ready callbacks, due timers, before-poll hooks, poll, dispatch."""
@@ -252,12 +262,16 @@ class Reactor:
             try:
                 handler(mask)
             except Exception:
+                self.handler_errors += 1
                 log.exception("Unhandled error in the handler of fd %d; the loop goes on.", fd)
         if self._pending_signals:
             self._dispatch_signals()
         busy = (polling - started) + (time.monotonic() - polled)
         self.iterations += 1
         self.busy_seconds += busy
+        if polled - self._window_start >= BUSY_WINDOW_S:
+            self._prev_max_busy, self._max_busy = self._max_busy, 0.0
+            self._window_start = polled
         if busy > self._max_busy:
             self._max_busy = busy
 
@@ -265,6 +279,7 @@ class Reactor:
         try:
             callback()
         except Exception:
+            self.handler_errors += 1
             log.exception("Unhandled error in callback %r; the loop goes on.", callback)
 
     def close(self) -> None:

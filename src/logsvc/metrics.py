@@ -21,9 +21,11 @@ BATCH_BUCKETS_S: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 
 
 @dataclass(slots=True)
 class Metrics:
-    records_received: int = 0  # decoded and handed to the journal
-    # The same, by listener kind ("pickle", "json", "syslog", "udp", "http", ...).
-    records_received_by: Counter[str] = field(default_factory=Counter)
+    # Decoded from clients and handed to the journal writer, by listener kind ("pickle",
+    # "json", "syslog", "udp", "syslog_udp", "http").
+    records_read: Counter[str] = field(default_factory=Counter)
+    # Written to the journal (durable by the --fsync policy), by listener kind.
+    records_journaled: Counter[str] = field(default_factory=Counter)
     records_stored: int = 0  # committed in PostgreSQL
     bytes_received: int = 0
     connections_accepted: int = 0
@@ -36,6 +38,11 @@ class Metrics:
     # One bad record skipped in a stream that stays in step, by (listener kind, reason).
     records_rejected: Counter[tuple[str, str]] = field(default_factory=Counter)
     journal_write_errors: int = 0  # appends that failed (disk full, I/O error) and were retried
+    # Times the service entered FAILING, by source ("journal_write", "journal_read").
+    intake_failures: Counter[str] = field(default_factory=Counter)
+    # Journal blocks found corrupt after start-up (CRC), and the records they held.
+    journal_corrupt_blocks: int = 0
+    journal_records_lost: int = 0
     placeholders: int = 0  # objects in `extra` the restricted unpickler refused to build
     batches_committed: int = 0
     # by reason: StoreError.reason ("connection", ...), or for a batch PostgreSQL refused, the
@@ -67,7 +74,8 @@ class Metrics:
         """One log line of counts, fields first (vector STYLE.md)."""
         rejected = sum(self.frames_rejected.values())
         return (
-            f"received={self.records_received} stored={self.records_stored} "
+            f"read={sum(self.records_read.values())} "
+            f"journaled={sum(self.records_journaled.values())} stored={self.records_stored} "
             f"rejected_frames={rejected} rejected_records={sum(self.records_rejected.values())} "
             f"dead_lettered={self.records_dead_lettered} connections_open={self.connections_open} "
             f"batches={self.batches_committed} pg_connected={'yes' if self.pg_connected else 'no'}"

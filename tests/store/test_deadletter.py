@@ -79,7 +79,7 @@ class Rig:
             )
             for i in range(n)
         ]
-        self.journal.append(b"".join(rows), n)
+        self.journal.append(b"".join(rows), n, expected_first_seq=seq)
         self.sink.notify_appended()
 
     def settled(self) -> bool:

@@ -49,7 +49,7 @@ class Rig:
             self.enc.encode({"msg": f"{msg} {i}", "created": now, "name": "t"}, seq + i, "test", ts)
             for i in range(n)
         ]
-        self.journal.append(b"".join(rows), n)
+        self.journal.append(b"".join(rows), n, expected_first_seq=seq)
         self.sink.notify_appended()
 
     def close(self) -> None:

@@ -1,47 +1,76 @@
-"""The operator's view: Prometheus ``/metrics``, ``/healthz``, ``/readyz`` and ``logsvc stats``.
+"""Prometheus ``/metrics``: every counter of ``Metrics`` and every gauge of ``Figures``.
 
 The hot path only bumps plain attributes of ``Metrics`` (see ``metrics.py``); nothing here
-runs per record. At scrape time ``LogsvcCollector`` reads those attributes, the journal and
-the loop, and hands them to ``prometheus_client`` as metric families, so the text format is
-the library's (``generate_latest``), never written by hand. The process collector of the
-same library adds RSS, CPU and open descriptors.
+runs per record. At scrape time ``LogsvcCollector`` reads those counters and one
+``Figures`` snapshot and hands them to ``prometheus_client`` as metric families, so the text
+format is the library's (``generate_latest``), never written by hand. The library's process
+collector adds RSS, CPU and open descriptors.
 
-``logsvc stats`` fetches ``/metrics`` of a running service and prints it as a table a
-person can read, parsed with the library's own parser.
+Each family has one meaning and each label set appears once: rejections that close a
+connection (``frames_rejected``) and rejections that skip one record in a stream that stays
+in step (``records_rejected``) are separate families, because a reason such as
+``not_json`` exists in both.
 """
 
 # Copyright (c) logsvc developers
 
 from __future__ import annotations
 
-import argparse
-import math
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from logsvc.http import Response
-from logsvc.metrics import BATCH_BUCKETS_S
+from logsvc.ingest.http import Response
+from logsvc.metrics import BATCH_BUCKETS_S, Metrics
 
-if TYPE_CHECKING:
-    from logsvc.server import Server
+
+@dataclass(frozen=True, slots=True)
+class Figures:
+    """The gauges of a running service at one moment (the server makes one per request)."""
+
+    uptime_seconds: float
+    intake_state: str  # "open", "full", "failing"
+    intake_reason: str  # why it is not open ("" when it is)
+    pg_connected: bool
+    pg_error: str  # the last error while not connected ("" if none)
+    journal_bytes: int
+    journal_max_bytes: int
+    unshipped_records: int
+    lag_seconds: float
+    pending_records: int  # read, not yet in the journal
+    connections_open: int
+    udp_datagrams_dropped: int
+    loop_iterations: int
+    loop_busy_seconds: float
+    loop_max_turn_seconds: float
+    loop_handler_errors: int
+    encode_replaced_chars: int
+    encode_coerced_fields: int
+    encode_truncated_fields: int
+
+
+def _labelled(
+    name: str, doc: str, labels: list[str], values: Iterable[tuple[tuple[str, ...] | str, float]]
+) -> CounterMetricFamily:
+    fam = CounterMetricFamily(f"logsvc_{name}", doc, labels=labels)
+    for key, n in sorted(values):
+        fam.add_metric([key] if isinstance(key, str) else [str(k) for k in key], n)
+    return fam
 
 
 class LogsvcCollector(Collector):
-    """Every figure of a running ``Server``, read at scrape time."""
+    """Reads ``metrics`` and calls ``figures()`` at each scrape; changes nothing."""
 
-    def __init__(self, server: Server) -> None:
-        self.server = server
+    def __init__(self, metrics: Metrics, figures: Callable[[], Figures]) -> None:
+        self._metrics = metrics
+        self._figures = figures
 
     def collect(self) -> Iterator[Metric]:
-        srv = self.server
-        m = srv.metrics
+        m = self._metrics
+        f = self._figures()
 
         def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
             return CounterMetricFamily(f"logsvc_{name}", doc, value=value)
@@ -49,71 +78,149 @@ class LogsvcCollector(Collector):
         def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
             return GaugeMetricFamily(f"logsvc_{name}", doc, value=value)
 
-        received = CounterMetricFamily(
-            "logsvc_records_received", "Records decoded and written to the journal.", labels=["listener"]
+        # -- records, in the order they travel
+        yield _labelled(
+            "records_read",
+            "Records decoded from clients and handed to the journal writer, by listener.",
+            ["listener"],
+            m.records_read.items(),
         )
-        for kind, n in sorted(m.records_received_by.items()):
-            received.add_metric([kind], n)
-        yield received
+        yield _labelled(
+            "records_journaled",
+            "Records written to the journal (durable by the --fsync policy), by listener.",
+            ["listener"],
+            m.records_journaled.items(),
+        )
         yield counter("records_stored", "Records committed in PostgreSQL.", m.records_stored)
-        rejected = CounterMetricFamily(
-            "logsvc_records_rejected",
-            "Records refused: a bad record skipped (the stream goes on) or a bad frame (its "
-            "connection closed), by listener and reason.",
-            labels=["listener", "reason"],
+        yield _labelled(
+            "records_rejected",
+            "Bad records skipped in a stream that stays in step (the connection goes on), by "
+            "listener and reason.",
+            ["listener", "reason"],
+            m.records_rejected.items(),
         )
-        for (kind, reason), n in sorted(m.records_rejected.items()):
-            rejected.add_metric([kind, reason], n)
-        for (kind, reason), n in sorted(m.frames_rejected.items()):
-            rejected.add_metric([kind, reason], n)
-        yield rejected
+        yield _labelled(
+            "frames_rejected",
+            "Bad frames that closed their connection (the stream cannot be resynchronised), by "
+            "listener and reason.",
+            ["listener", "reason"],
+            m.frames_rejected.items(),
+        )
         yield counter(
             "records_dead_lettered",
             "Records PostgreSQL refused for their content, written to the dead-letter file.",
             m.records_dead_lettered,
         )
+        yield _labelled(
+            "records_dead_lettered_by_sqlstate",
+            "Dead-lettered records by the SQLSTATE PostgreSQL refused them with.",
+            ["sqlstate"],
+            m.dead_lettered_by_sqlstate.items(),
+        )
+        yield gauge("records_pending", "Records read and not yet written to the journal.", f.pending_records)
         yield counter(
             "placeholders",
             "Objects in a pickled record's extra replaced by a placeholder string.",
             m.placeholders,
         )
+        yield counter(
+            "encode_replaced_chars",
+            "NUL characters and lone surrogates replaced by U+FFFD (PostgreSQL text cannot hold them).",
+            f.encode_replaced_chars,
+        )
+        yield counter(
+            "encode_coerced_fields",
+            "Standard record fields of the wrong type, coerced.",
+            f.encode_coerced_fields,
+        )
+        yield counter(
+            "encode_truncated_fields",
+            "Values cut at their size cap (the record is kept, the cut is marked).",
+            f.encode_truncated_fields,
+        )
         yield counter("received_bytes", "Bytes read from clients.", m.bytes_received)
 
-        yield gauge("connections_open", "Client connections open now.", m.connections_open)
+        # -- connections
+        yield gauge("connections_open", "Client connections open now.", f.connections_open)
         yield counter("connections_accepted", "Client connections accepted.", m.connections_accepted)
-        closed = CounterMetricFamily(
-            "logsvc_connections_closed", "Client connections closed, by reason.", labels=["reason"]
+        yield _labelled(
+            "connections_closed",
+            "Client connections closed, by reason.",
+            ["reason"],
+            m.connections_closed.items(),
         )
-        for reason, n in sorted(m.connections_closed.items()):
-            closed.add_metric([reason], n)
-        yield closed
-        refused = CounterMetricFamily(
-            "logsvc_connections_refused",
+        yield _labelled(
+            "connections_refused",
             "Connections closed at accept or handshake (not allowed, too many, TLS), by reason.",
-            labels=["reason"],
+            ["reason"],
+            m.connections_refused.items(),
         )
-        for reason, n in sorted(m.connections_refused.items()):
-            refused.add_metric([reason], n)
-        yield refused
         yield counter(
             "udp_datagrams_dropped",
             "Datagrams the kernel dropped because the receive buffer was full.",
-            srv.udp_drops(),
+            f.udp_datagrams_dropped,
         )
-        http = CounterMetricFamily(
-            "logsvc_http_requests", "HTTP requests answered, by path and status.", labels=["path", "status"]
+        yield _labelled(
+            "http_requests",
+            "HTTP requests answered, by path and status.",
+            ["path", "status"],
+            [((path, str(status)), n) for (path, status), n in m.http_requests.items()],
         )
-        for (path, status), n in sorted(m.http_requests.items()):
-            http.add_metric([path, str(status)], n)
-        yield http
 
-        yield counter("batches_committed", "Batches committed in PostgreSQL.", m.batches_committed)
-        failed = CounterMetricFamily(
-            "logsvc_batches_failed", "Batches that failed and were retried, by reason.", labels=["reason"]
+        # -- the journal and the intake state
+        state = GaugeMetricFamily(
+            "logsvc_intake_state",
+            "1 for the state intake is in: open (taking records), full (journal at its cap, "
+            "PostgreSQL behind) or failing (the journal cannot be written or read back).",
+            labels=["state"],
         )
-        for reason, n in sorted(m.batches_failed.items()):
-            failed.add_metric([reason], n)
-        yield failed
+        for name in ("open", "full", "failing"):
+            state.add_metric([name], 1 if f.intake_state == name else 0)
+        yield state
+        yield gauge(
+            "backpressure", "1 while reads from clients are paused.", 0 if f.intake_state == "open" else 1
+        )
+        yield counter(
+            "backpressure_episodes", "Times reads were paused for a full journal.", m.backpressure_episodes
+        )
+        yield _labelled(
+            "intake_failures",
+            "Times intake entered the failing state, by source (journal_write, journal_read).",
+            ["source"],
+            m.intake_failures.items(),
+        )
+        yield counter(
+            "journal_write_errors",
+            "Journal writes (or fsyncs) that failed: disk full, I/O error. Retried.",
+            m.journal_write_errors,
+        )
+        yield counter("journal_blocks", "Blocks appended to the journal.", m.journal_blocks)
+        yield counter(
+            "journal_corrupt_blocks",
+            "Journal blocks that failed their checksum when read back for shipping (skipped).",
+            m.journal_corrupt_blocks,
+        )
+        yield counter(
+            "journal_records_lost",
+            "Records in journal blocks found corrupt after start-up (reported, skipped).",
+            m.journal_records_lost,
+        )
+        yield gauge("journal_bytes", "Bytes of journal segments on disk.", f.journal_bytes)
+        yield gauge("journal_max_bytes", "Journal size past which clients are paused.", f.journal_max_bytes)
+        yield gauge("shipping_lag_records", "Journaled records not yet in PostgreSQL.", f.unshipped_records)
+        yield gauge(
+            "shipping_lag_seconds", "Age of the oldest journaled record not yet in PostgreSQL.", f.lag_seconds
+        )
+
+        # -- PostgreSQL
+        yield gauge("postgresql_up", "1 while connected to PostgreSQL.", 1 if f.pg_connected else 0)
+        yield counter("batches_committed", "Batches committed in PostgreSQL.", m.batches_committed)
+        yield _labelled(
+            "batches_failed",
+            "Batches that failed and were retried, by reason.",
+            ["reason"],
+            m.batches_failed.items(),
+        )
         hist = HistogramMetricFamily("logsvc_batch_seconds", "Time to commit one batch in PostgreSQL.")
         cumulative = 0
         buckets: list[tuple[str, float]] = []
@@ -122,138 +229,47 @@ class LogsvcCollector(Collector):
             buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
         hist.add_metric([], buckets, m.batch_seconds_total)
         yield hist
-        yield gauge("postgresql_up", "1 while connected to PostgreSQL.", 1 if m.pg_connected else 0)
-
-        journal = srv.journal
-        yield gauge("journal_bytes", "Bytes of journal segments on disk.", journal.size_bytes)
-        yield gauge("journal_max_bytes", "Journal size past which clients are paused.", journal.max_bytes)
-        yield gauge("shipping_lag_records", "Journaled records not yet in PostgreSQL.", srv.sink.unshipped)
-        yield gauge(
-            "shipping_lag_seconds",
-            "Age of the oldest journaled record not yet in PostgreSQL.",
-            srv.sink.lag_seconds(),
-        )
-        yield gauge("backpressure", "1 while reads from clients are paused.", 1 if srv.holding else 0)
         yield counter(
-            "backpressure_episodes", "Times reads were paused for a full journal.", m.backpressure_episodes
+            "batches_isolated",
+            "Batches PostgreSQL refused for their rows' content, re-shipped in pieces.",
+            m.batches_isolated,
         )
         yield counter(
-            "journal_write_errors", "Journal writes that failed (disk full, I/O) and were retried.",
-            m.journal_write_errors,
-        )  # fmt: skip
-
-        r = srv.reactor
-        yield counter("loop_iterations", "Turns of the event loop.", r.iterations)
+            "isolation_transactions",
+            "Transactions run while isolating refused rows, committed or not.",
+            m.isolation_transactions,
+        )
+        yield counter("isolation_seconds", "Time spent isolating refused rows.", m.isolation_seconds_total)
         yield counter(
-            "loop_busy_seconds", "Time the loop spent working, not waiting in epoll.", r.busy_seconds
+            "embedded_postgresql_restarts",
+            "Times the embedded PostgreSQL was found dead and started again.",
+            getattr(m, "embedded_pg_restarts", 0),
+        )
+
+        # -- the loop and the process
+        yield counter("loop_iterations", "Turns of the event loop.", f.loop_iterations)
+        yield counter(
+            "loop_busy_seconds", "Time the loop spent working, not waiting in epoll.", f.loop_busy_seconds
         )
         yield gauge(
-            "loop_max_turn_seconds", "The longest loop turn since the previous scrape.", r.take_max_busy()
+            "loop_max_turn_seconds",
+            "The longest loop turn in the last 10 to 20 seconds.",
+            f.loop_max_turn_seconds,
         )
-        yield gauge("uptime_seconds", "Seconds since the service started.", time.monotonic() - srv.started)
+        yield counter(
+            "loop_handler_errors",
+            "Unexpected exceptions a handler or callback let escape (logged with a traceback).",
+            f.loop_handler_errors,
+        )
+        yield gauge("uptime_seconds", "Seconds since the service started.", f.uptime_seconds)
 
 
-def make_registry(server: Server) -> CollectorRegistry:
+def make_registry(metrics: Metrics, figures: Callable[[], Figures]) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(LogsvcCollector(server))
+    registry.register(LogsvcCollector(metrics, figures))
     ProcessCollector(registry=registry)
     return registry
 
 
 def metrics_response(registry: CollectorRegistry) -> Response:
     return Response(200, generate_latest(registry), CONTENT_TYPE_LATEST)
-
-
-def health(server: Server) -> Response:
-    """``/healthz``: the process runs and its loop turns."""
-    return Response.json(200, {"status": "ok", "uptime_seconds": round(time.monotonic() - server.started, 3)})
-
-
-def readiness(server: Server) -> Response:
-    """``/readyz``: ready while records can be taken: PostgreSQL is up or the journal has room."""
-    m = server.metrics
-    # Reads pause exactly when the journal is over its cap (PostgreSQL behind for long) or
-    # cannot be written; with PostgreSQL down but room left, records are still taken.
-    room = ready = not server.holding
-    body = {
-        "status": "ready" if ready else "not ready",
-        "postgresql": "connected" if m.pg_connected else f"down: {server.sink.last_error or 'connecting'}",
-        "journal": {
-            "bytes": server.journal.size_bytes,
-            "max_bytes": server.journal.max_bytes,
-            "unshipped_records": server.sink.unshipped,
-            "accepting": room,
-        },
-    }
-    return Response.json(200 if ready else 503, body)
-
-
-# -- logsvc stats ------------------------------------------------------------------------------
-
-
-def add_stats_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser(
-        "stats",
-        help="print the figures of a running service (from its /metrics)",
-        description="Fetch /metrics from a running logsvc serve and print it as a table: records "
-        "received, stored and rejected, connections, batches, journal and shipping lag, the loop.",
-    )
-    p.add_argument(
-        "--url",
-        default="http://127.0.0.1:5080/metrics",
-        help="the service's metrics address (serve --metrics / --listen-http; default: %(default)s)",
-    )
-    p.add_argument("--raw", action="store_true", help="print the Prometheus text as it came")
-    p.set_defaults(func=stats_main)
-
-
-def stats_main(args: argparse.Namespace) -> int:
-    import sys
-
-    from prometheus_client.parser import text_string_to_metric_families
-
-    url = args.url if "://" in args.url else f"http://{args.url}"
-    if not url.rstrip("/").endswith("/metrics"):
-        url = url.rstrip("/") + "/metrics"
-    try:
-        with urllib.request.urlopen(url, timeout=10) as resp:
-            text = resp.read().decode("utf-8")
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        print(f"logsvc stats: cannot read {url}: {reason} (is logsvc serve running with --metrics?)",
-              file=sys.stderr)  # fmt: skip
-        return 1
-    if args.raw:
-        sys.stdout.write(text)
-        return 0
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"logsvc at {url}", show_lines=False)
-    table.add_column("figure")
-    table.add_column("labels")
-    table.add_column("value", justify="right")
-    for family in text_string_to_metric_families(text):
-        if not family.name.startswith("logsvc_") and family.name not in (
-            "process_resident_memory_bytes",
-            "process_open_fds",
-            "process_cpu_seconds",
-        ):
-            continue
-        for sample in family.samples:
-            if sample.name.endswith("_created") or (
-                family.type == "histogram" and sample.name.endswith("_bucket")
-            ):
-                continue
-            labels = ", ".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
-            table.add_row(sample.name.removeprefix("logsvc_"), labels, _fmt(sample.value))
-    Console().print(table)
-    return 0
-
-
-def _fmt(value: float) -> str:
-    if not math.isfinite(value):
-        return str(value)
-    if value == int(value) and abs(value) < 1e15:
-        return f"{int(value):,}"
-    return f"{value:,.3f}"

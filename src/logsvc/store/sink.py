@@ -261,6 +261,8 @@ class PgSink:
         retention_days: int | None = None,
         extra_index_keys: tuple[str, ...] = (),
         dead_letter_dir: Path | None = None,
+        skip_to: Callable[[int], None] | None = None,
+        on_read_fault: Callable[[str | None], None] | None = None,
     ) -> None:
         """See the class docstring for ``dead_letter_dir``; the rest is the server's settings."""
         self._reactor = reactor
@@ -272,6 +274,14 @@ class PgSink:
         self.max_bytes = max_bytes
         self.max_age = max_age
         self._on_released = on_released
+        # Seqs are the journal writer's: it renumbers what it holds before the journal skips.
+        self._skip_to = skip_to if skip_to is not None else journal.skip_to
+        # Told why the journal cannot be read back (None: it can again); the server makes
+        # that the FAILING state.
+        self._on_read_fault = on_read_fault
+        self._read_fault = False
+        self._read_retry: _loop.Timer | None = None
+        self._last_corrupt_seq = 0
         self.retention_days = retention_days
         self._extra_index_keys = tuple(schema.check_extra_key(k) for k in extra_index_keys)
         self._driver = PgDriver(reactor)
@@ -349,7 +359,7 @@ class PgSink:
 
     def close(self) -> None:
         self.state = CLOSED
-        for t in (self._age_timer, self._retry_timer, self._maintenance_timer):
+        for t in (self._age_timer, self._retry_timer, self._maintenance_timer, self._read_retry):
             self._reactor.cancel(t)
         self._isolation = None
         self._drop_connection()
@@ -387,7 +397,7 @@ class PgSink:
                 self._journal.next_seq - 1,
                 shipped_seq,
             )
-            self._journal.skip_to(shipped_seq + 1)
+            self._skip_to(shipped_seq + 1)
         self.shipped_seq = shipped_seq
         self.state = IDLE
         self._backoff = RECONNECT_MIN_S
@@ -484,7 +494,18 @@ class PgSink:
 
     def _ship(self) -> None:
         assert self.shipped_seq is not None
-        blocks = self._journal.read(self.shipped_seq + 1, self.max_records, self.max_bytes)
+        try:
+            blocks = self._journal.read(self.shipped_seq + 1, self.max_records, self.max_bytes)
+        except JournalCorrupt as exc:
+            self._corrupt_block(exc)
+            return
+        except Exception as exc:
+            self._read_failed(exc)
+            return
+        if self._read_fault:
+            self._read_fault = False
+            if self._on_read_fault is not None:
+                self._on_read_fault(None)
         if blocks:
             last = blocks[-1]
             to_seq = last.first_seq + last.count - 1
@@ -504,6 +525,40 @@ class PgSink:
             lambda _: self._on_committed(to_seq, count, started),
             lambda exc: self._on_batch_failed(exc, blocks, first_seq, to_seq),
         )
+
+    def _corrupt_block(self, exc: JournalCorrupt) -> None:
+        # A block failed its checksum when read back: handled as one found at open. The
+        # journal took it out of its index (a gap now); log it with its records, count it,
+        # and ship on past it. The same block twice means the journal could not drop it.
+        seq = getattr(exc, "first_seq", 0)
+        if seq and seq == self._last_corrupt_seq:
+            self._read_failed(exc)
+            return
+        self._last_corrupt_seq = seq
+        lost = int(getattr(exc, "records_lost", 0))
+        m = self._metrics
+        m.journal_corrupt_blocks += 1
+        m.journal_records_lost += lost
+        log.error(
+            "Journal block at seq %s failed its check when read back for shipping (%s); %d records "
+            "lost and skipped, shipping goes on. Check the disk under %s.",
+            seq or "?",
+            exc,
+            lost,
+            self._journal.directory,
+        )
+        self._reactor.call_soon(self._maybe_ship)
+
+    def _read_failed(self, exc: BaseException) -> None:
+        # The journal cannot be read back (EIO, a bug): the server's FAILING state, retried.
+        if not self._read_fault:
+            self._read_fault = True
+            if self._on_read_fault is not None:
+                self._on_read_fault(f"cannot read the journal back for shipping: {exc}")
+            if not isinstance(exc, OSError | JournalCorrupt):
+                log.error("Unexpected error reading the journal.", exc_info=exc)
+        if self._read_retry is None or not self._read_retry.active:
+            self._read_retry = self._reactor.call_later(RECONNECT_MAX_S / 10, self._maybe_ship)
 
     def _on_committed(self, to_seq: int, count: int, started: float) -> None:
         m = self._metrics
