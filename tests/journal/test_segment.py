@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +13,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from logsvc.errors import JournalCorrupt, JournalSeqMismatch, LogsvcError
-from logsvc.journal import HEADER_SIZE, RESERVED_FILE, SEQ_RESERVE_STEP, Block, Journal, segment_name
+from logsvc.journal import (
+    HEADER_SIZE,
+    HEADER_SIZE_V1,
+    RESERVED_FILE,
+    ROW_FORMAT_DEFAULT,
+    SEQ_RESERVE_STEP,
+    Block,
+    Journal,
+    encode_block_v1,
+    segment_name,
+)
 
 
 def rows(first: int, count: int) -> bytes:
@@ -572,3 +583,85 @@ def test_property_no_seq_is_handed_out_twice_across_crashes_and_lost_tails(
                         assert report.seq_jump == 0
         finally:
             j.close()
+
+
+# --- blocks carry their row format; the previous release's blocks are still read ------------
+
+
+def previous_release_journal(jdir: Path, spec: list[tuple[int, int]]) -> Path:
+    """A journal as the previous release left it: ``LSJ1`` blocks, no ``seq.reserved``."""
+    jdir.mkdir()
+    (jdir / "journal.id").write_text(uuid.uuid4().hex + "\n")
+    path = jdir / segment_name(spec[0][0])
+    path.write_bytes(b"".join(encode_block_v1(f, c, rows(f, c)) for f, c in spec))
+    return path
+
+
+def formats_of(blocks: list[Block]) -> list[tuple[int, int, int]]:
+    return [(b.first_seq, b.count, b.row_format) for b in blocks]
+
+
+def test_an_old_format_backlog_is_read_with_row_format_1_and_new_blocks_follow_it(jdir: Path) -> None:
+    path = previous_release_journal(jdir, [(1, 3), (4, 2), (6, 4)])
+    old_size = path.stat().st_size
+    j = Journal(jdir)
+    report = j.open()
+    try:
+        assert (report.records, report.blocks, report.next_seq, report.corrupt) == (9, 3, 10, ())
+        assert j.append(rows(10, 2), 2, expected_first_seq=10) == 10  # the default layout
+        assert j.append(rows(12, 1), 1, expected_first_seq=12, row_format=2) == 12
+        assert path.read_bytes()[old_size : old_size + 4] == b"LSJ2"  # same segment, new layout
+    finally:
+        j.close()
+    with Journal(jdir) as j:
+        first = read_all(j)
+        assert formats_of(first) == [(1, 3, 1), (4, 2, 1), (6, 4, 1), (10, 2, ROW_FORMAT_DEFAULT)]
+        second = read_all(j, 12)
+        assert formats_of(second) == [(12, 1, 2)]
+        assert seqs_of(first + second) == list(range(1, 13))
+        assert formats_of(j.read(5, 100, 1 << 20)) == [(5, 1, 1), (6, 4, 1), (10, 2, 1)]  # trimmed
+
+
+def test_read_never_returns_two_row_formats_at_once(journal: Journal) -> None:
+    for count, row_format in [(2, 1), (1, 1), (2, 3), (1, 3), (2, 1)]:
+        journal.append(
+            rows(journal.next_seq, count), count, expected_first_seq=journal.next_seq, row_format=row_format
+        )
+    got = []
+    seq = 1
+    while batch := read_all(journal, seq):
+        assert len({b.row_format for b in batch}) == 1
+        got.append(formats_of(batch))
+        seq = batch[-1].next_seq
+    assert got == [[(1, 2, 1), (3, 1, 1)], [(4, 2, 3), (6, 1, 3)], [(7, 2, 1)]]
+
+
+def test_a_torn_old_format_tail_is_cut_and_new_blocks_written_after_it(jdir: Path) -> None:
+    path = previous_release_journal(jdir, [(1, 2), (3, 3)])
+    size = path.stat().st_size
+    os.truncate(path, size - 5)
+    j = Journal(jdir)
+    report = j.open()
+    try:
+        assert report.torn_tail_bytes_truncated == HEADER_SIZE_V1 + len(rows(3, 3)) - 5
+        assert report.torn_tail_records == 3 and report.next_seq == 3
+        j.append(rows(3, 1), 1, expected_first_seq=3)
+    finally:
+        j.close()
+    with Journal(jdir) as j:
+        assert formats_of(read_all(j)) == [(1, 2, 1), (3, 1, ROW_FORMAT_DEFAULT)]
+
+
+def test_a_corrupt_old_format_block_is_skipped_at_open(jdir: Path) -> None:
+    path = previous_release_journal(jdir, [(1, 2), (3, 3), (6, 1)])
+    data = bytearray(path.read_bytes())
+    second = HEADER_SIZE_V1 + len(rows(1, 2))
+    data[second + HEADER_SIZE_V1 + 1] ^= 0x10
+    path.write_bytes(data)
+    j = Journal(jdir)
+    report = j.open()
+    try:
+        assert report.corrupt == ((path, second, second + HEADER_SIZE_V1 + len(rows(3, 3)), 3),)
+        assert formats_of(read_all(j)) == [(1, 2, 1), (6, 1, 1)]
+    finally:
+        j.close()

@@ -8,8 +8,13 @@ from __future__ import annotations
 
 from logsvc.journal.format import (
     HEADER_SIZE,
+    HEADER_SIZE_V1,
+    HEADER_SIZE_V2,
     MAGIC,
+    MAGIC_V1,
+    MAGIC_V2,
     MAX_BLOCK_PAYLOAD,
+    MAX_ROW_FORMAT,
     ROW_FORMAT_DEFAULT,
     ROW_FORMAT_V1,
     BadRange,
@@ -19,8 +24,11 @@ from logsvc.journal.format import (
     decode_block,
     drop_rows,
     encode_block,
+    encode_block_v1,
     encode_header,
+    encode_header_v1,
     scan,
+    torn_block_count,
 )
 from logsvc.journal.segment import (
     FSYNC_POLICIES,
@@ -36,8 +44,13 @@ from logsvc.journal.segment import (
 __all__ = [
     "FSYNC_POLICIES",
     "HEADER_SIZE",
+    "HEADER_SIZE_V1",
+    "HEADER_SIZE_V2",
     "MAGIC",
+    "MAGIC_V1",
+    "MAGIC_V2",
     "MAX_BLOCK_PAYLOAD",
+    "MAX_ROW_FORMAT",
     "RESERVED_FILE",
     "ROW_FORMAT_DEFAULT",
     "ROW_FORMAT_V1",
@@ -53,7 +66,10 @@ __all__ = [
     "decode_block",
     "drop_rows",
     "encode_block",
+    "encode_block_v1",
     "encode_header",
+    "encode_header_v1",
     "scan",
     "segment_name",
+    "torn_block_count",
 ]

@@ -37,10 +37,13 @@ Theory of operation
   past the records its header claims if that header is plausible, so a seq that may already
   have been shipped is never handed out twice. What was found is returned as a
   ``RecoveryReport``; open only raises when it cannot proceed (directory in use, bad id).
-* An in-memory index per segment (``array`` columns: first_seq, count, offset, payload_len;
-  24 bytes a block) lets ``read`` find the block holding any seq by bisection and ``pread``
-  it; the CRC is checked again on every read, so corruption after the fact raises
-  ``JournalCorrupt`` instead of shipping garbage.
+* An in-memory index per segment (``array`` columns: first_seq, count, offset, payload_len,
+  row_format, header size; 27 bytes a block) lets ``read`` find the block holding any seq by
+  bisection and ``pread`` it; the CRC is checked again on every read, so corruption after the
+  fact raises ``JournalCorrupt`` instead of shipping garbage.
+* Blocks are written in the current layout (``LSJ2``, with ``row_format``); blocks of the
+  previous release (``LSJ1``, layout 1) in the same or older segments are recovered and read
+  as they are. ``read`` never returns blocks of two row formats at once.
 * ``release(shipped_seq)`` deletes whole segments, oldest first, whose every record is shipped,
   never the active one. A deletion lost in a crash just brings back records already shipped,
   which the shipper skips, so no directory fsync is needed there.
@@ -76,17 +79,14 @@ from types import TracebackType
 from typing import NamedTuple
 
 from logsvc.errors import JournalCorrupt, JournalSeqMismatch, LogsvcError
-from logsvc.journal.format import _HEADER as _HEADER_STRUCT
 from logsvc.journal.format import (
-    HEADER_SIZE,
-    MAGIC,
     MAX_SEQ,
     ROW_FORMAT_DEFAULT,
-    ROW_FORMAT_V1,
     check_block,
     drop_rows,
     encode_header,
     scan,
+    torn_block_count,
 )
 
 FSYNC_POLICIES = ("always", "interval", "never")
@@ -116,11 +116,13 @@ _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 @dataclass(frozen=True, slots=True)
 class Block:
-    """Records read back for shipping: ``count`` COPY rows for seqs ``first_seq ..``."""
+    """Records read back for shipping: ``count`` COPY rows for seqs ``first_seq ..``, in the
+    column layout ``row_format`` (``ROW_FORMAT_*``; 1 for blocks of the previous release)."""
 
     first_seq: int
     count: int
     payload: bytes
+    row_format: int
 
     @property
     def next_seq(self) -> int:
@@ -164,7 +166,7 @@ class RecoveryReport:
 
 
 class _Segment:
-    __slots__ = ("base_seq", "counts", "fd", "lens", "offsets", "path", "seqs", "size")
+    __slots__ = ("base_seq", "counts", "fd", "formats", "hsizes", "lens", "offsets", "path", "seqs", "size")
 
     def __init__(self, path: Path, base_seq: int, size: int) -> None:
         self.path = path
@@ -176,6 +178,8 @@ class _Segment:
         self.counts: array[int] = array("I")
         self.offsets: array[int] = array("Q")
         self.lens: array[int] = array("I")
+        self.formats: array[int] = array("H")  # row_format
+        self.hsizes: array[int] = array("B")  # header size: which layout (LSJ1 or LSJ2)
 
     @property
     def next_seq(self) -> int:
@@ -325,7 +329,7 @@ class Journal:
         Raises:
             JournalSeqMismatch: ``expected_first_seq != next_seq``; nothing was written.
             ValueError: the payload is empty, too big, or not ``count`` rows, or the row
-                format is unknown; nothing was written.
+                format is out of range (1..65535); nothing was written.
             OSError: the write, or the seq reservation it needed first, failed; the segment
                 is cut back so no partial block remains and ``next_seq`` is unchanged. (With
                 ``fsync="always"`` the fdatasync after a complete write can fail too: then the
@@ -342,13 +346,11 @@ class Journal:
                 expected_first_seq=expected_first_seq,
                 next_seq=first,
             )
-        if row_format != ROW_FORMAT_V1:
-            raise ValueError(f"unknown row format {row_format}")
-        header = encode_header(first, count, payload)
+        header = encode_header(first, count, payload, row_format)
         if first + count > self._reserved:
             # Before the block exists anywhere, so that no seq in it is above the durable mark.
             self._reserve(min(first + count + self.seq_reserve_step, MAX_SEQ + 1))
-        total = HEADER_SIZE + len(payload)
+        total = len(header) + len(payload)
         if seg.size and seg.size + total > self.segment_bytes:
             seg = self._rotate(first)
         fd = seg.fd
@@ -375,6 +377,8 @@ class Journal:
         seg.counts.append(count)
         seg.offsets.append(offset)
         seg.lens.append(len(payload))
+        seg.formats.append(row_format)
+        seg.hsizes.append(len(header))
         seg.size += total
         self._size += total
         self.next_seq = first + count
@@ -427,7 +431,9 @@ class Journal:
         If ``from_seq`` is inside a block, that block is trimmed to start at ``from_seq``. Seqs
         lost to corruption are simply absent (the next block after them is returned). Reading
         stops before ``max_records`` records or ``max_bytes`` payload bytes would be exceeded,
-        but always returns at least one block if there is any at or after ``from_seq``.
+        but always returns at least one block if there is any at or after ``from_seq``. Every
+        block returned has the same ``row_format``: reading stops before a block of another
+        one, so one COPY statement never mixes column layouts.
 
         Raises:
             JournalCorrupt: a block no longer matches its checksum or the index (reason from
@@ -452,14 +458,19 @@ class Journal:
                 first = int(seqs[i])
                 count = int(seg.counts[i])
                 plen = int(seg.lens[i])
-                if out and (records + count > max_records or nbytes + plen > max_bytes):
+                row_format = int(seg.formats[i])
+                if out and (
+                    records + count > max_records
+                    or nbytes + plen > max_bytes
+                    or row_format != out[0].row_format
+                ):
                     return out
                 payload = self._read_payload(seg, i)
                 if first < from_seq:
                     skip = from_seq - first
                     payload = drop_rows(payload, skip)
                     first, count = from_seq, count - skip
-                out.append(Block(first, count, payload))
+                out.append(Block(first, count, payload, row_format))
                 records += count
                 nbytes += len(payload)
         return out
@@ -567,7 +578,7 @@ class Journal:
             if res.torn_tail_bytes:
                 cut = size - res.torn_tail_bytes
                 if last:
-                    torn_records += _torn_count(data, cut, after)
+                    torn_records += torn_block_count(data, cut, after)
                     os.truncate(path, cut)
                     torn_truncated += res.torn_tail_bytes
                     size = cut
@@ -580,6 +591,8 @@ class Journal:
                 seg.counts.append(b.count)
                 seg.offsets.append(b.offset)
                 seg.lens.append(b.payload_len)
+                seg.formats.append(b.row_format)
+                seg.hsizes.append(b.header_size)
             blocks += len(res.blocks)
             records += res.records
             self._segments.append(seg)
@@ -708,28 +721,18 @@ class Journal:
             seg.fd = os.open(seg.path, os.O_RDONLY | _O_CLOEXEC)
         offset = int(seg.offsets[i])
         plen = int(seg.lens[i])
+        hsize = int(seg.hsizes[i])
         # Two preads so the payload comes back as its own bytes object, never sliced off a copy.
-        header = os.pread(seg.fd, HEADER_SIZE, offset)
-        payload = os.pread(seg.fd, plen, offset + HEADER_SIZE)
+        header = os.pread(seg.fd, hsize, offset)
+        payload = os.pread(seg.fd, plen, offset + hsize)
         try:
-            first, count = check_block(header, payload)
+            first, count, row_format = check_block(header, payload)
         except JournalCorrupt as e:
             raise JournalCorrupt(f"{seg.path} at offset {offset}: {e}", reason=e.reason) from e
-        if first != seg.seqs[i] or count != seg.counts[i]:
+        if first != seg.seqs[i] or count != seg.counts[i] or row_format != seg.formats[i]:
             raise JournalCorrupt(
-                f"{seg.path} at offset {offset}: block is seqs {first}+{count}, "
-                f"index says {seg.seqs[i]}+{seg.counts[i]}",
+                f"{seg.path} at offset {offset}: block is seqs {first}+{count} format {row_format}, "
+                f"index says {seg.seqs[i]}+{seg.counts[i]} format {seg.formats[i]}",
                 reason="sequence",
             )
         return payload
-
-
-def _torn_count(data: bytes, offset: int, expected_seq: int) -> int:
-    """Records the torn block at ``offset`` claimed, if its header is whole and plausible."""
-    hdr = data[offset : offset + HEADER_SIZE]
-    if len(hdr) < HEADER_SIZE:
-        return 0
-    magic, _length, first_seq, count, _crc = _HEADER_STRUCT.unpack(hdr)
-    if magic != MAGIC or first_seq != expected_seq or not 0 < count < 1 << 24:
-        return 0
-    return int(count)
