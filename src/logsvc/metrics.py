@@ -54,6 +54,9 @@ class Metrics:
     udp_datagrams_dropped: int = 0  # by the kernel, receive buffer full (SO_RXQ_OVFL)
     http_requests: Counter[tuple[str, int]] = field(default_factory=Counter)  # by (path, status)
     pg_connected: bool = False
+    # Times serve restarted its embedded PostgreSQL after finding its postmaster gone
+    # (logsvc.embedded.Supervisor); always 0 with --dsn.
+    embedded_pg_restarts: int = 0
     backpressure_episodes: int = 0
     journal_blocks: int = 0
     # A batch refused for its rows' content is re-shipped in pieces (store.sink): these count
