@@ -9,6 +9,8 @@ This module must not import anything from the rest of the package.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class LogsvcError(Exception):
     """Base class of every error logsvc raises on purpose."""
@@ -44,9 +46,33 @@ class RecordRejected(LogsvcError):
 
 
 class JournalCorrupt(LogsvcError):
-    """A journal block failed its checksum or its framing; see ``reason``."""
+    """A journal block failed its checksum or its framing; see ``reason``.
+
+    When ``Journal.read`` finds a block damaged after start-up, the error also says which one:
+    ``first_seq`` and ``records_lost`` (the seqs the reader asked for that the block held, from
+    the journal's index), and ``path`` and ``offset`` (where the block sits). The journal has
+    already dropped the block from its index, so its seqs are a gap, as if the damage had been
+    found at open: the caller logs and counts it and reads again. Elsewhere these are unset
+    (None, and 0 records).
+    """
 
     reason = "corrupt"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        first_seq: int | None = None,
+        records_lost: int = 0,
+        path: Path | None = None,
+        offset: int | None = None,
+    ) -> None:
+        super().__init__(message, reason=reason)
+        self.first_seq = first_seq
+        self.records_lost = records_lost
+        self.path = path
+        self.offset = offset
 
 
 class JournalSeqMismatch(LogsvcError):

@@ -21,7 +21,9 @@ from logsvc.journal import (
     SEQ_RESERVE_STEP,
     Block,
     Journal,
+    encode_block,
     encode_block_v1,
+    scan,
     segment_name,
 )
 
@@ -300,7 +302,94 @@ def test_corrupt_tail_of_an_old_segment_counts_lost_records_from_next_name(jdir:
         j.close()
 
 
-def test_corruption_after_open_raises_on_read(journal: Journal) -> None:
+def flip_byte_on_disk(j: Journal, seq: int, at: int = 3) -> tuple[Path, int]:
+    """Flip one payload byte of the block holding ``seq``, under the open journal's feet."""
+    for path in j.segment_paths:
+        for b in scan(path.read_bytes()).blocks:
+            if b.first_seq <= seq < b.next_seq:
+                fd = os.open(path, os.O_RDWR)
+                try:
+                    (byte,) = os.pread(fd, 1, b.payload_offset + at)
+                    os.pwrite(fd, bytes([byte ^ 0x20]), b.payload_offset + at)
+                finally:
+                    os.close(fd)
+                return path, b.offset
+    raise AssertionError(f"no block holds seq {seq}")
+
+
+def test_corruption_after_open_is_reported_once_dropped_and_read_past(jdir: Path) -> None:
+    with Journal(jdir, segment_bytes=200, fsync="never") as j:
+        fill(j, [2, 3, 4, 1, 5])  # seqs 1-2, 3-5, 6-9, 10 | 11-15 (a rotation before 11)
+        size, paths = j.size_bytes, j.segment_paths
+        path, offset = flip_byte_on_disk(j, 3)
+
+        # The good block before it goes out first, and the read stops there.
+        assert seqs_of(read_all(j)) == [1, 2]
+        with pytest.raises(JournalCorrupt) as info:
+            read_all(j, 3)
+        e = info.value
+        assert (e.reason, e.first_seq, e.records_lost, e.path, e.offset) == ("checksum", 3, 3, path, offset)
+        # Never again: the next read of the same range goes on after it, like a gap from open.
+        assert seqs_of(read_all(j, 3)) == list(range(6, 16))
+        assert seqs_of(read_all(j)) == [1, 2, *range(6, 16)]
+        assert seqs_of(j.read(4, 3, 1 << 20)) == [6, 7, 8, 9]
+        assert (j.first_seq, j.next_seq) == (1, 16)
+        assert j.size_bytes == size == sum(p.stat().st_size for p in paths)  # the bytes stay
+        assert j.unshipped_bytes(2) == j.unshipped_bytes(0) == size
+        assert len(paths) == 2
+        assert j.release(9) == 0
+        assert j.release(10) == 1 and j.segment_paths == paths[1:]
+        assert j.unshipped_bytes(10) == j.size_bytes
+        assert j.append(rows(16, 1), 1, expected_first_seq=16) == 16
+
+    # At the next open the same bytes are damage found at open, reported there.
+    j = Journal(jdir, segment_bytes=200)
+    report = j.open()
+    try:
+        assert report.records_lost == 0 and report.corrupt == ()  # its segment was released
+        assert seqs_of(read_all(j)) == list(range(11, 17))
+    finally:
+        j.close()
+
+
+def test_a_block_dropped_at_read_is_the_same_gap_the_next_open_reports(jdir: Path) -> None:
+    with Journal(jdir) as j:
+        fill(j, [2, 3, 4])
+        path, offset = flip_byte_on_disk(j, 4)
+        with pytest.raises(JournalCorrupt) as info:
+            read_all(j, 3)
+        dropped = (info.value.path, info.value.offset, info.value.records_lost)
+        after_drop = seqs_of(read_all(j))
+    j = Journal(jdir)
+    report = j.open()
+    try:
+        (bad,) = report.corrupt
+        assert (bad.path, bad.start, bad.records_lost) == dropped == (path, offset, 3)
+        assert seqs_of(read_all(j)) == after_drop == [1, 2, 6, 7, 8, 9]
+    finally:
+        j.close()
+
+
+def test_a_damaged_first_block_moves_first_seq(journal: Journal) -> None:
+    fill(journal, [2, 3])
+    flip_byte_on_disk(journal, 1)
+    with pytest.raises(JournalCorrupt) as info:
+        read_all(journal)
+    assert (info.value.first_seq, info.value.records_lost) == (1, 2)
+    assert journal.first_seq == 3
+    assert seqs_of(read_all(journal)) == [3, 4, 5]
+
+
+def test_a_damaged_block_read_from_its_middle_loses_only_the_seqs_asked_for(journal: Journal) -> None:
+    fill(journal, [5, 1])
+    flip_byte_on_disk(journal, 1)
+    with pytest.raises(JournalCorrupt) as info:
+        journal.read(3, 100, 1 << 20)  # seqs 1-2 were shipped already
+    assert (info.value.first_seq, info.value.records_lost) == (3, 3)
+    assert seqs_of(read_all(journal)) == [6]
+
+
+def test_a_damaged_last_block_leaves_nothing_to_read_and_appends_continue(journal: Journal) -> None:
     fill(journal, [2])
     path = journal.segment_paths[-1]
     data = bytearray(path.read_bytes())
@@ -308,7 +397,26 @@ def test_corruption_after_open_raises_on_read(journal: Journal) -> None:
     path.write_bytes(data)
     with pytest.raises(JournalCorrupt) as info:
         read_all(journal)
-    assert info.value.reason == "checksum"
+    assert (info.value.reason, info.value.records_lost) == ("checksum", 2)
+    assert read_all(journal) == [] and journal.first_seq == journal.next_seq == 3
+    journal.append(rows(3, 1), 1, expected_first_seq=3)
+    assert seqs_of(read_all(journal)) == [3]
+
+
+def test_a_block_replaced_by_another_on_disk_is_a_sequence_error(journal: Journal) -> None:
+    fill(journal, [2, 2])
+    path = journal.segment_paths[-1]
+    first_block = block_size(1, 2)
+    other = encode_block(7, 2, rows(7, 2))  # well formed, same size, other seqs
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.pwrite(fd, other, first_block)
+    finally:
+        os.close(fd)
+    assert seqs_of(read_all(journal)) == [1, 2]
+    with pytest.raises(JournalCorrupt) as info:
+        read_all(journal, 3)
+    assert (info.value.reason, info.value.first_seq, info.value.records_lost) == ("sequence", 3, 2)
 
 
 def test_misnamed_segment_is_reported_not_fatal(jdir: Path) -> None:

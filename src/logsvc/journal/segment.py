@@ -40,7 +40,9 @@ Theory of operation
 * An in-memory index per segment (``array`` columns: first_seq, count, offset, payload_len,
   row_format, header size; 27 bytes a block) lets ``read`` find the block holding any seq by
   bisection and ``pread`` it; the CRC is checked again on every read, so corruption after the
-  fact raises ``JournalCorrupt`` instead of shipping garbage.
+  fact is never shipped. Such a block is dropped from the index, which makes its seqs a gap
+  exactly like damage found at open, and ``read`` raises ``JournalCorrupt`` naming it (seqs,
+  records lost, path, offset) once; the caller counts it and reads on past it.
 * Blocks are written in the current layout (``LSJ2``, with ``row_format``); blocks of the
   previous release (``LSJ1``, layout 1) in the same or older segments are recovered and read
   as they are. ``read`` never returns blocks of two row formats at once.
@@ -435,10 +437,19 @@ class Journal:
         block returned has the same ``row_format``: reading stops before a block of another
         one, so one COPY statement never mixes column layouts.
 
+        A block that no longer matches its checksum (or the index) is handled as if it had
+        been found damaged at open: it is dropped from the index, so its seqs become a gap,
+        and ``JournalCorrupt`` says so, once. Blocks already read in the same call are returned
+        first, and the read stops before the bad block; the next read, starting there, raises.
+        After the raise, reading again returns the blocks that follow it.
+
         Raises:
-            JournalCorrupt: a block no longer matches its checksum or the index (reason from
-                ``check_block``, or ``"sequence"``).
-            OSError: a segment could not be read.
+            JournalCorrupt: the first block to return is damaged and has been dropped. Reason
+                from ``check_block`` (``"checksum"``, ``"framing"``, ``"torn"``) or
+                ``"sequence"`` (not the block the index says); ``first_seq`` and
+                ``records_lost`` give the seqs lost (those at or after ``from_seq``),
+                ``path`` and ``offset`` where the block is.
+            OSError: a segment could not be read (nothing is dropped: the next read retries).
         """
         if self._active is None:
             raise RuntimeError("journal is not open")
@@ -465,11 +476,26 @@ class Journal:
                     or row_format != out[0].row_format
                 ):
                     return out
-                payload = self._read_payload(seg, i)
-                if first < from_seq:
-                    skip = from_seq - first
-                    payload = drop_rows(payload, skip)
-                    first, count = from_seq, count - skip
+                try:
+                    payload = self._read_payload(seg, i)
+                    if first < from_seq:
+                        skip = from_seq - first
+                        payload = drop_rows(payload, skip)
+                        first, count = from_seq, count - skip
+                except JournalCorrupt as e:
+                    if out:
+                        return out  # ship what is good first; the next read reports this one
+                    offset = int(seg.offsets[i])
+                    self._drop_block(seg, i)
+                    lost_from = max(first, from_seq)
+                    raise JournalCorrupt(
+                        f"{e}; dropped it: seqs {lost_from}..{first + count - 1} are lost",
+                        reason=e.reason,
+                        first_seq=lost_from,
+                        records_lost=first + count - lost_from,
+                        path=seg.path,
+                        offset=offset,
+                    ) from e
                 out.append(Block(first, count, payload, row_format))
                 records += count
                 nbytes += len(payload)
@@ -715,6 +741,12 @@ class Journal:
     def _sync_dir(self) -> None:
         if self._dir_fd is not None:
             os.fsync(self._dir_fd)
+
+    def _drop_block(self, seg: _Segment, i: int) -> None:
+        # Out of the index only: the bytes stay in the file (size_bytes counts files), and the
+        # next open finds them damaged again and reports them there.
+        for column in (seg.seqs, seg.counts, seg.offsets, seg.lens, seg.formats, seg.hsizes):
+            del column[i]
 
     def _read_payload(self, seg: _Segment, i: int) -> bytes:
         if seg.fd is None:
