@@ -11,6 +11,8 @@ from logsvc.errors import StoreError
 from logsvc.store import pgproto, schema
 from logsvc.store import schema as sch_mod
 
+JID = "0f" * 16  # a journal id: uuid4 hex, as Journal makes them
+
 
 def test_connect_and_execute_several_statements(dsn: str) -> None:
     conn = pgproto.run_blocking(pgproto.connect(dsn))
@@ -55,7 +57,7 @@ def test_batch_and_position_commit_together_or_not_at_all(dsn: str, schema: str)
         conn.finish()
     with psycopg.connect(dsn) as c:
         assert c.execute(f"SELECT array_agg(seq ORDER BY seq) FROM {schema}.records").fetchone() == ([1, 2],)
-        assert c.execute(f"SELECT seq FROM {schema}.shipped WHERE journal_id = 'ab'").fetchone() == (2,)
+        assert c.execute(f"SELECT seq FROM {schema}.shipped WHERE journal_id = '{JID}'").fetchone() == (2,)
 
 
 def test_large_copy_goes_through_the_nonblocking_buffer(dsn: str, schema: str) -> None:
@@ -75,7 +77,7 @@ def schema_sql(name: str) -> str:
 
 
 def schema_batch(name: str, frm: int, to: int) -> str:
-    return schema.batch_sql(name, "ab", frm, to)
+    return schema.batch_sql(name, JID, frm, to)
 
 
 def row(seq: int, msg: str = "m") -> bytes:

@@ -56,7 +56,7 @@ from logsvc import loop as _loop
 from logsvc.journal.segment import Journal
 from logsvc.metrics import Metrics
 from logsvc.record import RecordDict
-from logsvc.store.copyfmt import RowEncoder
+from logsvc.store.copyfmt import ROW_FORMAT, RowEncoder
 
 log = logging.getLogger("logsvc.journal")
 
@@ -217,7 +217,9 @@ class JournalWriter:
             blk = self._sealed[0]
             before = journal.next_seq
             try:
-                journal.append(b"".join(blk.rows), len(blk.rows), expected_first_seq=blk.first_seq)
+                journal.append(
+                    b"".join(blk.rows), len(blk.rows), expected_first_seq=blk.first_seq, row_format=ROW_FORMAT
+                )
             except OSError as exc:
                 if journal.next_seq == before:
                     self._write_failed(exc)
@@ -322,8 +324,8 @@ class JournalWriter:
 
     @property
     def pending_records(self) -> int:
-        """Records read but not yet in the journal."""
-        return self.next_seq - self._journal.next_seq
+        """Records read but not yet in the journal (counted, never derived from seqs)."""
+        return len(self._open.rows) + sum(len(b.rows) for b in self._sealed)
 
     def park(self, key: object, callback: Callable[[], None]) -> None:
         """Run ``callback`` (once) when the state is next OPEN; one callback per ``key``."""

@@ -61,6 +61,15 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("extra", "jsonb"),
 )
 COLUMN_NAMES: tuple[str, ...] = tuple(name for name, _ in COLUMNS)
+
+# The row layout ``RowEncoder`` writes. Journal blocks carry it (``journal.format``), and the
+# shipper names the COPY columns by it, so a release that changes the layout still ships a
+# backlog an older release left in the journal. A new layout gets the next number; the old
+# ones stay in ``COPY_COLUMNS`` for as long as an upgrade may find them in a journal.
+ROW_FORMAT = 1
+COPY_COLUMNS: dict[int, tuple[str, ...]] = {
+    1: COLUMN_NAMES,  # logsvc 0.1: every block of the previous release (LSJ1)
+}
 _NCOLS = len(COLUMNS)
 
 _NULL = "\\N"

@@ -4,7 +4,8 @@ Objects, all inside one schema (``--schema``, default ``logsvc``)::
 
     meta(key, value)                   schema_version lives here
     shipped(journal_id, seq, updated)  how far each journal has been committed
-    records(...)                       the logs: range-partitioned by day on ``created``
+    records(...)                       the logs: range-partitioned by day on ``created``;
+                                       ``journal`` says which journal a row came from
       records_YYYYMMDD                 one partition per UTC day, created ahead of time
       records_default                  catches any time outside the prepared days, so a
                                        client with a wrong clock never costs a record
@@ -44,10 +45,19 @@ from __future__ import annotations
 import datetime as _dt
 import re
 
-from logsvc.errors import ConfigError
-from logsvc.store.copyfmt import COLUMNS
+from logsvc.errors import ConfigError, StoreError
+from logsvc.store.copyfmt import COLUMNS, COPY_COLUMNS, ROW_FORMAT
 
-SCHEMA_VERSION = 1
+# 1: logsvc 0.1. 2: records.journal, the journal each row came from.
+SCHEMA_VERSION = 2
+
+# ``records.journal`` is not in the COPY rows: PostgreSQL fills it from the setting each batch
+# makes with SET LOCAL, in the batch's own transaction. Every row of a journal would otherwise
+# repeat its 32-character id, in the journal and on the wire. current_setting() is STABLE, so
+# COPY keeps its multi-row inserts (a volatile default turns them off). Rows stored before
+# schema version 2 and rows inserted by hand have NULL there.
+JOURNAL_SETTING = "logsvc.journal"
+_JOURNAL_DEFAULT = f"NULLIF(current_setting('{JOURNAL_SETTING}', true), '')::uuid"
 
 # How many UTC days of partitions exist ahead of today (and one behind, for clients whose
 # clocks lag). Checked at every connect and hourly.
@@ -128,8 +138,19 @@ CREATE TABLE IF NOT EXISTS {s}.shipped (
 );
 CREATE TABLE IF NOT EXISTS {s}.records (
     {cols},
-    stored timestamptz NOT NULL DEFAULT now()
+    stored timestamptz NOT NULL DEFAULT now(),
+    journal uuid DEFAULT {_JOURNAL_DEFAULT}
 ) PARTITION BY RANGE (created);
+-- Version 1 had no journal column; adding one with a non-volatile default rewrites nothing.
+-- Looked up first: ALTER TABLE would take an exclusive lock on records at every start.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = '{s}.records'::regclass
+                   AND attname = 'journal' AND NOT attisdropped) THEN
+        ALTER TABLE {s}.records ADD COLUMN journal uuid DEFAULT {_JOURNAL_DEFAULT};
+    END IF;
+END $$;
+UPDATE {s}.meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version' AND value::int < {SCHEMA_VERSION};
 CREATE TABLE IF NOT EXISTS {s}.records_default PARTITION OF {s}.records DEFAULT;
 CREATE INDEX IF NOT EXISTS records_created_brin ON {s}.records USING brin (created);
 {indexes}
@@ -195,18 +216,31 @@ def notify_channel(schema: str) -> str:
     return f"{check_identifier(schema)}_records"[:63]
 
 
-def batch_sql(schema: str, journal_id: str, from_seq: int, to_seq: int) -> str:
-    """One simple query: move the position, notify, then COPY. It commits as one transaction.
+def batch_sql(schema: str, journal_id: str, from_seq: int, to_seq: int, row_format: int = ROW_FORMAT) -> str:
+    """One simple query: move the position, name the journal, notify, COPY. One transaction.
 
     The NOTIFY is part of that transaction: PostgreSQL delivers it when (and only if) the
-    batch commits, so a listener that wakes finds the rows visible.
+    batch commits, so a listener that wakes finds the rows visible. The COPY names the
+    columns of ``row_format``, the layout the rows were written in (``copyfmt.COPY_COLUMNS``).
+
+    Raises:
+        StoreError: reason ``"row_format"`` for a layout this release does not know (a journal
+            written by a newer logsvc).
     """
     s = check_identifier(schema)
-    cols = ", ".join(n for n, _ in COLUMNS)
+    names = COPY_COLUMNS.get(row_format)
+    if names is None:
+        raise StoreError(
+            f"the journal holds rows in format {row_format}, which this logsvc does not know "
+            f"(it ships formats {sorted(COPY_COLUMNS)}): run the logsvc release that wrote them",
+            reason="row_format",
+        )
+    jid = _hex(journal_id)
     return (
-        f"SELECT {s}.advance_shipped('{_hex(journal_id)}', {int(from_seq)}, {int(to_seq)}); "
+        f"SELECT {s}.advance_shipped('{jid}', {int(from_seq)}, {int(to_seq)}); "
+        f"SET LOCAL {JOURNAL_SETTING} = '{jid}'; "
         f"NOTIFY {notify_channel(s)}; "
-        f"COPY {s}.records ({cols}) FROM STDIN"
+        f"COPY {s}.records ({', '.join(names)}) FROM STDIN"
     )
 
 
@@ -250,7 +284,7 @@ END $$;
 
 
 def _hex(value: str) -> str:
-    # Journal ids are uuid4 hex; anything else is a bug, never quoted into SQL.
-    if not re.fullmatch(r"[0-9a-f]{1,64}", value):
+    # Journal ids are uuid4 hex (records.journal is a uuid); anything else is a bug, never quoted into SQL.
+    if not re.fullmatch(r"[0-9a-f]{32}", value):
         raise ValueError(f"journal id {value!r} is not hex")
     return value
