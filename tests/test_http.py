@@ -107,3 +107,73 @@ def test_ingest_answers_503_and_readyz_says_why_while_the_journal_is_full(
         wait_for(lambda: "Journal is full" in svc.log(), 10, "the backpressure log line")
     finally:
         svc.kill()
+
+
+def test_a_huge_body_and_a_format_width_form_leave_everyone_else_served(
+    tmp_path: Path, dsn: str, schema: str
+) -> None:
+    # Issue 10: a 16 MiB body of tiny NDJSON lines, or a 71-byte HTTPHandler form whose msg
+    # has a format width, built one journal block over the format's limit; every append failed
+    # from then on, nothing from any client reached the journal, /readyz said ready, and
+    # SIGTERM did not stop the process.
+    import psycopg
+
+    from tests.helpers import join_clients, start_clients
+
+    svc = Service(
+        tmp_path / "data", dsn, schema, "--listen-http", "127.0.0.1:0", "--shutdown-timeout", "5s"
+    ).start()
+    try:
+        port = http_port(svc)
+        steady = start_clients(svc.port, procs=2, count=3000, pause=0.002, run="steady")
+        big = socket.create_connection(("127.0.0.1", port), timeout=300)
+        body = b'{"n":1}\n' * (16 * 1024 * 1024 // 8)
+        big.sendall(
+            b"POST /ingest HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body) + body
+        )
+        form = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        form.request(
+            "POST",
+            "/ingest",
+            body="name=widths&msg=%25200000000d&args=%281%2C%29",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        resp = form.getresponse()
+        assert (resp.status, json.loads(resp.read())["accepted"]) == (200, 1)
+        for _ in range(5):  # the loop keeps turning while the big body is worked through
+            started = time.monotonic()
+            probe = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            probe.request("GET", "/readyz")
+            ready = probe.getresponse()
+            assert ready.status == 200, ready.read()
+            ready.read()
+            probe.close()
+            assert time.monotonic() - started < 2.0
+        join_clients(steady, timeout=120)
+
+        def stored(where: str) -> int:
+            with psycopg.connect(dsn) as c:
+                row = c.execute(f"SELECT count(*) FROM {schema}.records WHERE {where}").fetchone()
+            return int(row[0]) if row else 0
+
+        wait_for(lambda: stored("extra->>'run' = 'steady'") == 6000, 60, "every steady client's record")
+        big.settimeout(300)
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            chunk = big.recv(4096)
+            assert chunk, answer
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
+        assert json.loads(answer.split(b"\r\n\r\n", 1)[1]) == {"accepted": len(body) // 8, "rejected": {}}
+        big.close()
+        started = time.monotonic()
+        assert svc.stop(timeout=30) == 0
+        assert time.monotonic() - started < 5 + 5, "SIGTERM exits within --shutdown-timeout"
+        with psycopg.connect(dsn) as c:
+            row = c.execute(
+                f"SELECT length(message) FROM {schema}.records WHERE logger = 'widths'"
+            ).fetchone()
+        assert row is not None and row[0] < 1 << 20, "the form's message is bounded"
+    finally:
+        svc.kill()

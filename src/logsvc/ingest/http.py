@@ -284,6 +284,11 @@ class HttpConnection:
                 pass
         self.close(f"http_{status}")
 
+    @property
+    def answering(self) -> bool:
+        """True while the app works on a request (a long /ingest, or one paused by intake)."""
+        return self._waiting
+
     def timeout(self, status: int, reason: str) -> None:
         """Called by the server's sweep: 408 for a slow request, a plain close when idle."""
         if status:

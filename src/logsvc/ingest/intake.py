@@ -371,6 +371,8 @@ class Intake:
                     slow += 1
         keepalive_before = now - HTTP_KEEPALIVE_S
         for hconn in list(self.http_conns.values()):
+            if hconn.answering:
+                continue  # ours to finish (a long /ingest, or paused while intake is not open)
             if hconn.partial_since and hconn.partial_since < slow_before:
                 hconn.timeout(408, "slow")
                 slow += 1
