@@ -254,6 +254,14 @@ OPTIONS: tuple[Option, ...] = (
         "PostgreSQL connection string; default: an embedded PostgreSQL under DATA_DIR/pg, started if needed",
         "DSN",
     ),
+    Option(
+        "pg_timeout",
+        parse_duration,
+        "give up on a PostgreSQL connection that stays silent this long during a step (connecting, "
+        "a batch): it is dropped, /readyz says so, and the service reconnects; also libpq's "
+        "connect_timeout and tcp_user_timeout unless --dsn sets them (0: never)",
+        "DURATION",
+    ),
     Option("data_dir", Path, "where the journal (and the embedded PostgreSQL) live", "PATH"),
     Option("schema", str, "PostgreSQL schema holding the tables", "NAME"),
     Option("batch_max_records", parse_positive_int, "ship a batch once this many records wait", "N"),
@@ -335,6 +343,9 @@ class Settings:
     idle_timeout: float = 3600.0
     frame_timeout: float = 60.0
     dsn: str | None = None
+    # A 20,000-record batch commits in well under a second here and a connect takes
+    # milliseconds: ten seconds of silence is a hung or unreachable server (pgwait.py).
+    pg_timeout: float = 10.0
     data_dir: Path = Path("logsvc-data")
     schema: str = "logsvc"
     batch_max_records: int = 20_000

@@ -37,15 +37,18 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as _dt
+import functools
 import ipaddress
 import json
 import math
 import os
 import re
+import signal
 import socket
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
+from types import FrameType
 from typing import IO, Any, TypeAlias
 
 import orjson
@@ -53,6 +56,7 @@ import psycopg
 
 from logsvc import config
 from logsvc.errors import ConfigError, LogsvcError
+from logsvc.store import pgproto
 from logsvc.store import schema as _schema
 from logsvc.store.copyfmt import COLUMN_NAMES
 
@@ -632,6 +636,9 @@ def _connect(args: argparse.Namespace) -> tuple[psycopg.Connection[Any], str]:
     settings = config.resolve(args)
     dsn = config.conninfo(settings)
     try:
+        # connect_timeout and keepalives (unless the DSN sets them): a hung server makes the
+        # command fail after --pg-timeout instead of waiting for ever.
+        dsn = pgproto.conninfo_with_timeouts(dsn, settings.pg_timeout)
         conn = psycopg.connect(dsn, autocommit=True, options=SESSION_OPTIONS)
     except psycopg.Error as exc:
         raise LogsvcError(f"cannot connect to PostgreSQL: {_one_line(exc)}") from None
@@ -657,6 +664,34 @@ def _execute(conn: psycopg.Connection[Any], sql: str, params: Params) -> list[tu
         raise LogsvcError(f"query failed: {_one_line(exc)}") from None
 
 
+# SIGTERM and SIGHUP (the terminal closed) end query and tail through the normal exit path, as
+# Ctrl-C does: their default action skips atexit, which is where an embedded PostgreSQL this
+# process started is stopped (embedded.py, "Who stops it").
+_EXIT_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+def _exits_on_signals(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Run ``command`` with SIGTERM/SIGHUP raising ``SystemExit(128 + signum)``."""
+
+    def _raise(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            before = {s: signal.signal(s, _raise) for s in _EXIT_SIGNALS}
+        except ValueError:  # not the main thread: leave the handlers alone
+            return command(args)
+        try:
+            return command(args)
+        finally:
+            for s, handler in before.items():
+                signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+
+    return run
+
+
+@_exits_on_signals
 def _query(args: argparse.Namespace) -> int:
     now = _dt.datetime.now(_dt.UTC)
     f = filters_from_args(args, now)
@@ -699,6 +734,7 @@ def select(
     return rows
 
 
+@_exits_on_signals
 def _tail(args: argparse.Namespace) -> int:
     now = _dt.datetime.now(_dt.UTC)
     f = filters_from_args(args, now)

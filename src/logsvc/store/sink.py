@@ -263,12 +263,28 @@ class PgSink:
         dead_letter_dir: Path | None = None,
         skip_to: Callable[[int], None] | None = None,
         on_read_fault: Callable[[str | None], None] | None = None,
+        pg_timeout: float = PgDriver.DEFAULT_TIMEOUT_S,
+        schema_timeout: float = PgDriver.LONG_STEP_TIMEOUT_S,
+        on_connection_lost: Callable[[], bool] | None = None,
     ) -> None:
-        """See the class docstring for ``dead_letter_dir``; the rest is the server's settings."""
+        """See the class docstring for ``dead_letter_dir``; the rest is the server's settings.
+
+        ``pg_timeout``: how long PostgreSQL may stay silent during a step (connecting, a
+        batch) before the connection is dropped and re-opened (``pgwait``; 0: never); also
+        libpq's connect_timeout and tcp_user_timeout, added to ``conninfo`` with keepalives
+        unless it sets them (``pgproto.conninfo_with_timeouts``). ``schema_timeout``: the same
+        for the schema steps after connecting, which may build an index on a large table.
+        ``on_connection_lost``: called when the connection fails or times out; True means
+        the server is being (re)started (``embedded.Supervisor.check``), so reconnect at the
+        shortest back-off.
+        """
         self._reactor = reactor
         self._journal = journal
         self._metrics = metrics
-        self._conninfo = conninfo
+        self._conninfo = pgproto.conninfo_with_timeouts(conninfo, pg_timeout)
+        self._pg_timeout = pg_timeout
+        self._schema_timeout = schema_timeout
+        self._on_connection_lost = on_connection_lost
         self._schema = schema.check_identifier(schema_name)
         self.max_records = max_records
         self.max_bytes = max_bytes
@@ -284,7 +300,14 @@ class PgSink:
         self._last_corrupt_seq = 0
         self.retention_days = retention_days
         self._extra_index_keys = tuple(schema.check_extra_key(k) for k in extra_index_keys)
-        self._driver = PgDriver(reactor)
+        self._driver = PgDriver(
+            reactor,
+            timeout=pg_timeout,
+            # Between steps the idle connection is watched, so a server that closes it (or
+            # that keepalives find gone) is noticed at once, not at the next batch.
+            idle=lambda: pgproto.watch_idle(self._pgconn) if self._pgconn is not None else None,
+            on_idle_error=self._on_failure,
+        )
         self._pgconn: pq.abc.PGconn | None = None
         self.state = DOWN
         self.shipped_seq: int | None = None  # known only while connected
@@ -369,7 +392,14 @@ class PgSink:
 
     def _connect(self) -> None:
         self.state = CONNECTING
-        self._driver.start(self._connect_steps(), self._on_connected, self._on_failure)
+        # pg_timeout until the connection is made (_connect_steps sets _pgconn: libpq does not
+        # enforce connect_timeout on a non-blocking connect); then the schema steps' allowance.
+        self._driver.start(
+            self._connect_steps(),
+            self._on_connected,
+            self._on_failure,
+            timeout=lambda: self._pg_timeout if self._pgconn is None else self._schema_timeout,
+        )
 
     def _connect_steps(self) -> pgproto.PgGen[int]:
         pgconn = yield from pgproto.connect(self._conninfo)
@@ -430,6 +460,12 @@ class PgSink:
         if self.state == CLOSED:
             return
         self.state = DOWN
+        if self._on_connection_lost is not None and reason in ("connection", "timeout"):
+            try:
+                if self._on_connection_lost():
+                    self._backoff = RECONNECT_MIN_S  # it is starting: poll for it
+            except Exception:
+                log.exception("The connection-lost hook failed; reconnecting as usual.")
         msg = str(exc).replace("\n", " ")
         if was in (SHIPPING, ISOLATING):
             self._metrics.batches_failed[reason] += 1
