@@ -95,6 +95,7 @@ from logsvc.journal import Block, Journal
 from logsvc.metrics import Metrics
 from logsvc.pgwait import PgDriver
 from logsvc.store import pgproto, schema
+from logsvc.store.copyfmt import ROW_FORMAT
 from logsvc.store.deadletter import DeadLetter
 
 log = logging.getLogger("logsvc.store")
@@ -231,6 +232,7 @@ class _Isolation:
     seqs: list[int]  # the journal seq of each row
     rows: list[bytes]  # COPY text rows, each ending in b"\n"
     started: float
+    row_format: int  # the layout of ``rows`` (one per batch)
     # Row index ranges [i, j) still to ship; the next one is last (a stack: leftmost on top).
     todo: list[tuple[int, int]] = field(default_factory=list)
     stored: int = 0
@@ -552,7 +554,15 @@ class PgSink:
         count = sum(b.count for b in blocks)
         if to_seq >= self._journal.next_seq - 1:
             self._oldest = None  # this batch takes everything there is
-        sql = schema.batch_sql(self._schema, self._journal.journal_id, self.shipped_seq, to_seq)
+        # read() never mixes row formats in one call: one COPY column list per batch.
+        row_format = blocks[0].row_format if blocks else ROW_FORMAT
+        try:
+            sql = schema.batch_sql(
+                self._schema, self._journal.journal_id, self.shipped_seq, to_seq, row_format
+            )
+        except StoreError as exc:
+            self._read_failed(exc)
+            return
         self.state = SHIPPING
         started = time.monotonic()
         first_seq = self.shipped_seq + 1
@@ -642,7 +652,9 @@ class PgSink:
             exc.primary if isinstance(exc, pgproto.PgError) and exc.primary else str(exc),
             self.dead_letter.directory,
         )
-        iso = _Isolation(first_seq, to_seq, seqs, rows, time.monotonic())
+        iso = _Isolation(
+            first_seq, to_seq, seqs, rows, time.monotonic(), blocks[0].row_format if blocks else ROW_FORMAT
+        )
         self._isolation = iso
         self.state = ISOLATING
         if rows:
@@ -691,7 +703,9 @@ class PgSink:
         assert self._isolation is not None and self.shipped_seq is not None
         self._isolation.transactions += 1
         self._metrics.isolation_transactions += 1
-        sql = schema.batch_sql(self._schema, self._journal.journal_id, self.shipped_seq, to_seq)
+        sql = schema.batch_sql(
+            self._schema, self._journal.journal_id, self.shipped_seq, to_seq, self._isolation.row_format
+        )
 
         def done(_: Any) -> None:
             if self.state != ISOLATING:
