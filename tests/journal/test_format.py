@@ -29,6 +29,7 @@ from logsvc.journal.format import (
     scan,
     torn_block_count,
 )
+from tests.journal.helpers import examples
 
 
 def rows(first: int, count: int) -> bytes:
@@ -289,7 +290,7 @@ def test_property_scan_finds_every_block(batches: list[list[bytes]]) -> None:
     assert res.next_seq == seq and res.end == len(data)
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(data=st.binary(max_size=400), base=st.integers(0, 1 << 40), expected=st.none() | st.integers(1, 50))
 def test_property_any_bytes_scan_never_raises(data: bytes, base: int, expected: int | None) -> None:
     res = scan(data, base, expected)
@@ -298,7 +299,7 @@ def test_property_any_bytes_scan_never_raises(data: bytes, base: int, expected: 
         assert base <= r.start < r.end <= base + len(data) and r.records_lost >= 0
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(
     spec=st.lists(st.integers(1, 5), min_size=1, max_size=5),
     where=st.integers(0, 10_000),
@@ -397,7 +398,7 @@ magic_soup = st.lists(
 ).map(b"".join)
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(data=magic_soup, expected=st.none() | st.integers(1, 50))
 def test_property_bytes_full_of_magics_scan_never_raises(data: bytes, expected: int | None) -> None:
     res = scan(data, 0, expected)
@@ -406,7 +407,7 @@ def test_property_bytes_full_of_magics_scan_never_raises(data: bytes, expected: 
         assert 0 <= r.start < r.end <= len(data) and r.records_lost >= 0
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(
     spec=st.lists(st.tuples(st.integers(1, 5), st.booleans(), st.integers(1, 3)), min_size=1, max_size=6),
     where=st.integers(0, 10_000),

@@ -26,6 +26,7 @@ from logsvc.journal import (
     scan,
     segment_name,
 )
+from tests.journal.helpers import examples
 
 
 def rows(first: int, count: int) -> bytes:
@@ -657,7 +658,7 @@ ops = st.lists(
 )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(ops=ops, step=st.integers(0, 12))
 def test_property_no_seq_is_handed_out_twice_across_crashes_and_lost_tails(
     ops: list[tuple[str, float]], step: int
