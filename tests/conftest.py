@@ -18,6 +18,19 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from hypothesis import settings as hypothesis_settings
+
+# Hypothesis profiles (issue 10: a property that was right let a framer bug through CI because
+# random examples happened to miss it). "default" is hypothesis's own, plus the blob that
+# reproduces a failure (@reproduce_failure) printed with it. "thorough" has 20 times the
+# examples and no deadline; the wire properties scale their own counts by it
+# (tests/wire/helpers.py examples()), and tests/wire/test_thorough.py runs the framer
+# properties at this count in every run. Select it with pytest's --hypothesis-profile=thorough
+# (hypothesis's plugin) or HYPOTHESIS_PROFILE=thorough (the name hypothesis's docs use); the
+# flag wins. Run `pytest tests/wire --hypothesis-profile=thorough` before every stop.
+hypothesis_settings.register_profile("default", print_blob=True)
+hypothesis_settings.register_profile("thorough", max_examples=20 * 100, deadline=None, print_blob=True)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

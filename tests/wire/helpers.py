@@ -14,6 +14,8 @@ import struct
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from hypothesis import settings
+
 from logsvc.errors import ProtocolError, RecordRejected
 from logsvc.record import RecordDict
 from logsvc.wire import MAX_FRAME_BYTES, NEED_DATA, Decoder, LengthPrefixFramer, PickleFormat
@@ -115,3 +117,21 @@ def collect(dec: Decoder, chunks: list[bytes], *, eof: bool = True) -> list[Any]
                 break
             out.append(rec)
     return out
+
+
+# Hypothesis runs 100 examples by default; a profile that asks for more (tests/conftest.py:
+# "thorough", 2 000) multiplies every wire property's own count by the same factor, so each
+# keeps its weight relative to the others. The factor is read when a test module is imported,
+# after pytest has loaded the profile (--hypothesis-profile, HYPOTHESIS_PROFILE).
+_HYPOTHESIS_DEFAULT_EXAMPLES = 100
+
+
+def profile_factor(profile: str | None = None) -> int:
+    """How many times hypothesis's default example count ``profile`` (default: the active one) asks for."""
+    chosen = settings() if profile is None else settings.get_profile(profile)
+    return max(1, chosen.max_examples // _HYPOTHESIS_DEFAULT_EXAMPLES)
+
+
+def examples(n: int) -> int:
+    """``n`` examples in the default run, ``n`` times the active profile's factor otherwise."""
+    return n * profile_factor()

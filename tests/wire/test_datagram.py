@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from logsvc.errors import RecordRejected
 from logsvc.wire import MAX_FRAME_BYTES, PickleDatagramFormat
 
-from .helpers import make_frame, make_record
+from .helpers import examples, make_frame, make_record
 
 
 def reason(datagram: bytes, fmt: PickleDatagramFormat | None = None) -> str:
@@ -116,7 +116,7 @@ def test_a_bad_datagram_does_not_disturb_the_next() -> None:
     assert fmt.parse(make_frame("again"))["msg"] == "again"
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500), deadline=None)
 @given(st.binary(max_size=600))
 def test_arbitrary_datagrams_give_a_dict_or_record_rejected(datagram: bytes) -> None:
     for candidate in (datagram, struct.pack(">L", len(datagram)) + datagram):
@@ -127,7 +127,7 @@ def test_arbitrary_datagrams_give_a_dict_or_record_rejected(datagram: bytes) -> 
         assert all(type(k) is str for k in rec)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(st.text(max_size=200), st.integers(0, 60))
 def test_real_records_round_trip(msg: str, level: int) -> None:
     record = make_record(msg, level=level)

@@ -11,7 +11,7 @@ from logsvc.errors import ProtocolError
 from logsvc.record import RecordDict
 from logsvc.wire import NEED_DATA, Decoder, LengthPrefixFramer, PickleFormat
 
-from .helpers import decode_all, drain, make_frame, new_decoder, tr
+from .helpers import decode_all, drain, examples, make_frame, new_decoder, tr
 
 
 def test_public_api_composes_framer_and_format() -> None:
@@ -199,19 +199,24 @@ def _check_only_records_or_protocol_error(chunks: list[bytes]) -> None:
             assert all(type(k) is str for k in item)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(mutated_streams(), st.lists(st.integers(0, 10_000), max_size=6))
+# The strategies of the two stream properties below (tests/wire/test_thorough.py runs them again).
+MUTATED_CASES = (mutated_streams(), st.lists(st.integers(0, 10_000), max_size=6))
+BYTES_CASES = (st.binary(max_size=2000), st.lists(st.integers(0, 2000), max_size=6))
+
+
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(*MUTATED_CASES)
 def test_mutated_real_frames_yield_records_or_protocol_error(data: bytes, cuts: list[int]) -> None:
     _check_only_records_or_protocol_error(_chunked(data, cuts))
 
 
-@settings(max_examples=300, deadline=None)
-@given(st.binary(max_size=2000), st.lists(st.integers(0, 2000), max_size=6))
+@settings(max_examples=examples(300), deadline=None)
+@given(*BYTES_CASES)
 def test_arbitrary_bytes_yield_records_or_protocol_error(data: bytes, cuts: list[int]) -> None:
     _check_only_records_or_protocol_error(_chunked(data, cuts))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.binary(min_size=1, max_size=600))
 def test_arbitrary_pickle_bodies_yield_records_or_protocol_error(body: bytes) -> None:
     # Skip the framing layer: random bytes behind a valid header reach the unpickler.

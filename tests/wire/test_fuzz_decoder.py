@@ -42,7 +42,7 @@ from logsvc.record import RecordDict
 from logsvc.wire import MAX_FRAME_BYTES, NEED_DATA, Decoder, LengthPrefixFramer, PickleFormat
 from logsvc.wire.framing import HEADER_BYTES
 
-from .helpers import frame_of, make_frame, make_record
+from .helpers import examples, frame_of, make_frame, make_record
 
 # --- seeds: real frames --------------------------------------------------------------------------
 
@@ -368,8 +368,11 @@ _HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_
 Property = Callable[..., None]
 
 
-def _fuzz(prop: Property, examples: int, *strategies: st.SearchStrategy[Any]) -> Property:
-    return settings(max_examples=examples, deadline=None, suppress_health_check=_HEALTH)(
+def _fuzz(prop: Property, n: int, *strategies: st.SearchStrategy[Any], scaled: bool = True) -> Property:
+    # scaled: n times the profile's factor (examples()); the _long variants keep their count,
+    # which the thorough profile's scaled fast variants already exceed.
+    count = examples(n) if scaled else n
+    return settings(max_examples=count, deadline=None, suppress_health_check=_HEALTH)(
         given(*strategies)(prop)
     )
 
@@ -379,18 +382,22 @@ _RANDOM_BODY = (st.binary(min_size=1, max_size=4096), CHUNKINGS)
 _MUTATED_STREAM = (mutated_streams(), CHUNKINGS, FRAME_CAPS)
 _MUTATED_BODY = (mutated_bodies(), CHUNKINGS, _FOLLOWERS)
 
-# Fast: 1 400 examples in all, ~8 s.
+# Fast: 1 400 examples in all, ~8 s (times the profile's factor: 28 000 when thorough).
 test_random_bytes = _fuzz(_random_bytes, 200, *_RANDOM_BYTES)
 test_random_body_behind_a_valid_header = _fuzz(_random_body, 200, *_RANDOM_BODY)
 test_mutated_real_frames = _fuzz(_mutated_stream, 500, *_MUTATED_STREAM)
 test_mutated_real_body_keeps_the_stream_in_step = _fuzz(_mutated_body, 500, *_MUTATED_BODY)
 
 # Slow (selected by default like every slow test; -m "not slow" skips it): 7 000 examples, ~30 s.
-test_random_bytes_long = pytest.mark.slow(_fuzz(_random_bytes, 1_000, *_RANDOM_BYTES))
-test_random_body_behind_a_valid_header_long = pytest.mark.slow(_fuzz(_random_body, 1_000, *_RANDOM_BODY))
-test_mutated_real_frames_long = pytest.mark.slow(_fuzz(_mutated_stream, 2_500, *_MUTATED_STREAM))
+test_random_bytes_long = pytest.mark.slow(_fuzz(_random_bytes, 1_000, *_RANDOM_BYTES, scaled=False))
+test_random_body_behind_a_valid_header_long = pytest.mark.slow(
+    _fuzz(_random_body, 1_000, *_RANDOM_BODY, scaled=False)
+)
+test_mutated_real_frames_long = pytest.mark.slow(
+    _fuzz(_mutated_stream, 2_500, *_MUTATED_STREAM, scaled=False)
+)
 test_mutated_real_body_keeps_the_stream_in_step_long = pytest.mark.slow(
-    _fuzz(_mutated_body, 2_500, *_MUTATED_BODY)
+    _fuzz(_mutated_body, 2_500, *_MUTATED_BODY, scaled=False)
 )
 
 

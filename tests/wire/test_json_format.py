@@ -20,7 +20,7 @@ from logsvc.wire import Decoder, JsonFormat, LineFramer
 from logsvc.wire.json_format import epoch_of, level_of
 from tests.wire.helpers import collect
 
-from .helpers import make_record
+from .helpers import examples, make_record
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC).timestamp()
 
@@ -437,7 +437,7 @@ _ALL_KEYS = sorted(
 _PLAIN_KEYS = st.text(max_size=10).filter(lambda k: k not in _ALL_KEYS)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.dictionaries(st.sampled_from(_ALL_KEYS), _json_values, max_size=10))
 def test_any_values_in_any_field_parse_and_encode(obj: dict[str, Any]) -> None:
     rec = parse(orjson.dumps(obj))
@@ -445,13 +445,13 @@ def test_any_values_in_any_field_parse_and_encode(obj: dict[str, Any]) -> None:
     encode(rec)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(st.dictionaries(_PLAIN_KEYS, _json_values, max_size=6))
 def test_objects_without_special_keys_round_trip(obj: dict[str, Any]) -> None:
     assert parse(orjson.dumps(obj)) == obj
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     st.datetimes(
         min_value=datetime(1, 1, 2),
@@ -464,7 +464,7 @@ def test_iso_times_round_trip(when: datetime) -> None:
     assert rec["created"] == when.timestamp()
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500), deadline=None)
 @given(st.binary(max_size=300))
 def test_arbitrary_bytes_give_a_dict_or_record_rejected(line: bytes) -> None:
     try:
@@ -475,8 +475,12 @@ def test_arbitrary_bytes_give_a_dict_or_record_rejected(line: bytes) -> None:
         assert type(rec) is dict
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.binary(max_size=2000), st.lists(st.integers(0, 2000), max_size=6))
+# (tests/wire/test_thorough.py runs this property again, longer.)
+STREAM_CASES = (st.binary(max_size=2000), st.lists(st.integers(0, 2000), max_size=6))
+
+
+@settings(max_examples=examples(200), deadline=None)
+@given(*STREAM_CASES)
 def test_arbitrary_streams_never_raise_protocol_error(data: bytes, cuts: list[int]) -> None:
     points = sorted({c % (len(data) + 1) for c in cuts})
     chunks = [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True) if b > a]

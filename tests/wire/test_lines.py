@@ -12,7 +12,7 @@ from logsvc.wire import MAX_LINE_BYTES, NEED_DATA, Decoder, LineFramer
 from logsvc.wire.buffer import ReceiveBuffer
 from tests.wire.helpers import collect
 
-from .helpers import FEEDERS
+from .helpers import FEEDERS, examples
 
 Item = bytes | str | ProtocolError  # a line, "!reason" for a RecordRejected, or the error
 
@@ -197,19 +197,24 @@ def _chunked(data: bytes, cuts: list[int]) -> list[bytes]:
     return [c for c in out if c]
 
 
-@settings(max_examples=500, deadline=None)
-@given(
+# The strategies of the two properties below (tests/wire/test_thorough.py runs them again, longer).
+MODEL_CASES = (
     st.lists(st.sampled_from(_PIECES), max_size=40),
     st.integers(1, 40),
     st.lists(st.integers(0, 2000), max_size=8),
 )
+BYTES_CASES = (st.binary(max_size=3000), st.integers(1, 100), st.lists(st.integers(0, 3000), max_size=8))
+
+
+@settings(max_examples=examples(500), deadline=None)
+@given(*MODEL_CASES)
 def test_framer_matches_the_model(pieces: list[bytes], cap: int, cuts: list[int]) -> None:
     data = b"".join(pieces)
     assert run(_chunked(data, cuts), cap) == model(data, cap)
 
 
-@settings(max_examples=300, deadline=None)
-@given(st.binary(max_size=3000), st.integers(1, 100), st.lists(st.integers(0, 3000), max_size=8))
+@settings(max_examples=examples(300), deadline=None)
+@given(*BYTES_CASES)
 def test_arbitrary_bytes_never_lose_sync(data: bytes, cap: int, cuts: list[int]) -> None:
     result = run(_chunked(data, cuts), cap)
     assert not any(isinstance(item, ProtocolError) for item in result)

@@ -35,7 +35,7 @@ from logsvc.wire.pickle_format import (
     _scan_exact,
 )
 
-from .helpers import make_frame
+from .helpers import examples, make_frame
 
 # --- building pickles by hand ---------------------------------------------------------------
 
@@ -443,7 +443,7 @@ _SNIPPETS = [
 ]
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500), deadline=None)
 @given(st.lists(st.sampled_from(_SNIPPETS), max_size=30))
 def test_random_opcode_soup_yields_dict_or_protocol_error(snippets: list[bytes]) -> None:
     body = b"}q\x00(" + S("msg") + S("m") + b"".join(snippets) + b"u."

@@ -27,7 +27,7 @@ from logsvc.wire.buffer import ReceiveBuffer
 from logsvc.wire.syslog import FACILITY_NAMES, SEVERITY_NAMES
 from tests.wire.helpers import collect
 
-from .helpers import FEEDERS, feed_with_trailing, make_record
+from .helpers import FEEDERS, examples, feed_with_trailing, make_record
 
 Item = RecordDict | str | ProtocolError  # a record, "!reason" for a RecordRejected, or the error
 
@@ -599,7 +599,7 @@ def _escape(v: str) -> str:
     return v.replace("\\", "\\\\").replace('"', '\\"').replace("]", "\\]")
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     st.integers(0, 191),
     st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(9998, 1, 1), timezones=st.just(UTC)),
@@ -637,7 +637,7 @@ def test_rfc5424_round_trip(
     assert rec["syslog_facility"] == FACILITY_NAMES[pri >> 3]
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500), deadline=None)
 @given(st.binary(max_size=300))
 def test_arbitrary_messages_give_a_dict_or_malformed(msg: bytes) -> None:
     try:
@@ -660,12 +660,16 @@ _PIECES = [octet(M1), octet(M2), b"<14>a\n", b"<14>b\x00", b"\r\n", b"12", b"0",
 _CHUNKING_EXAMPLE = [b" ", octet(M1), b"<14>b\x00", b" ", octet(M1)]
 
 
-@settings(max_examples=300, deadline=None)
-@given(
+# pieces, cut points, cap (tests/wire/test_thorough.py runs this property again, longer).
+STREAMS = (
     st.lists(st.sampled_from(_PIECES) | st.binary(max_size=6), max_size=20),
     st.lists(st.integers(0, 2000), max_size=6),
     st.integers(8, 200),
 )
+
+
+@settings(max_examples=examples(300), deadline=None)
+@given(*STREAMS)
 @example(_CHUNKING_EXAMPLE, [10], 8)
 def test_arbitrary_streams_yield_records_rejections_or_one_protocol_error(
     pieces: list[bytes], cuts: list[int], cap: int
