@@ -774,3 +774,44 @@ def test_a_corrupt_old_format_block_is_skipped_at_open(jdir: Path) -> None:
         assert formats_of(read_all(j)) == [(1, 2, 1), (6, 1, 1)]
     finally:
         j.close()
+
+
+def test_skip_to_whose_new_segment_fails_still_never_lowers_the_mark_below_it(
+    jdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(self: Journal, base_seq: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    with Journal(jdir, seq_reserve_step=0) as j:
+        fill(j, [2])
+        monkeypatch.setattr(Journal, "_rotate", broken)
+        with pytest.raises(OSError):
+            j.skip_to(500)
+        assert j.next_seq == 500 and reserved_on_disk(jdir) == 500
+        with pytest.raises(JournalSeqMismatch):  # rows stamped before the skip are refused
+            j.append(rows(3, 1), 1, expected_first_seq=3)
+        assert j.append(rows(500, 1), 1, expected_first_seq=500) == 500  # in the old segment
+        monkeypatch.undo()
+    assert reserved_on_disk(jdir) == 501
+    with Journal(jdir) as j:
+        assert j.next_seq == 501 and seqs_of(read_all(j)) == [1, 2, 500]
+
+
+def test_an_open_whose_jump_cannot_make_its_segment_leaves_the_mark_where_it_was(
+    jdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    j = Journal(jdir, seq_reserve_step=100)
+    j.open()
+    fill(j, [2])
+    crash(j)
+
+    def broken(self: Journal, base_seq: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Journal, "_rotate", broken)
+    with pytest.raises(OSError):
+        Journal(jdir).open()
+    assert reserved_on_disk(jdir) == 103  # not lowered to the 3 the segments say
+    monkeypatch.undo()
+    with Journal(jdir) as j:
+        assert j.next_seq == 103

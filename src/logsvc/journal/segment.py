@@ -408,8 +408,10 @@ class Journal:
         ``seq <= next_seq``.
 
         Raises:
-            OSError: the reservation or the new segment could not be written; ``next_seq``
-                is unchanged.
+            OSError: the seq reservation could not be written, and ``next_seq`` is unchanged;
+                or, after it was, the new segment could not be created: ``next_seq`` is
+                ``seq`` then all the same (the reservation holds it), and appends go on in the
+                old segment.
         """
         if self._active is None:
             raise RuntimeError("journal is not open")
@@ -419,9 +421,12 @@ class Journal:
             # The name of the new segment is durable only with a directory fsync, which
             # fsync="never" skips; the reservation always is.
             self._reserve(seq)
-        old = self._active
-        self._rotate(seq)
+        # Moved before anything else can fail: whatever happens next, close() lowers the mark
+        # to next_seq, and it must never come down below a seq PostgreSQL may hold.
         self.next_seq = seq
+        old = self._active
+        # A new segment, so the old one (every seq in it shipped) can be released.
+        self._rotate(seq)
         if not old.seqs:  # nothing in it: only its name mattered, and the new name supersedes it
             self._remove(old)
 
@@ -445,8 +450,9 @@ class Journal:
 
         Raises:
             JournalCorrupt: the first block to return is damaged and has been dropped. Reason
-                from ``check_block`` (``"checksum"``, ``"framing"``, ``"torn"``) or
-                ``"sequence"`` (not the block the index says); ``first_seq`` and
+                from ``check_block`` (``"checksum"``, ``"framing"``, ``"torn"``),
+                ``"sequence"`` (not the block the index says) or ``"rows"`` (fewer rows than
+                its count, found when trimming it to ``from_seq``); ``first_seq`` and
                 ``records_lost`` give the seqs lost (those at or after ``from_seq``),
                 ``path`` and ``offset`` where the block is.
             OSError: a segment could not be read (nothing is dropped: the next read retries).
