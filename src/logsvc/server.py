@@ -135,6 +135,14 @@ class Server:
                 report.torn_tail_bytes_truncated,
                 f"{n} records lost" if n else "records lost unknown: its header was torn too",
             )
+        if report.seq_jump:
+            log.warning(
+                "Journal: the last stop was not clean; numbering continues at seq %d, past the %d "
+                "seqs reserved before it (seq.reserved), so none that may have been shipped is "
+                "handed out again. The gap holds no records.",
+                self.journal.next_seq,
+                report.seq_jump,
+            )
         for path, start, end, lost in report.corrupt:
             log.error(
                 "Journal: corrupt range %s bytes %d-%d skipped, %d records lost.", path, start, end, lost

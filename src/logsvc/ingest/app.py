@@ -3,10 +3,11 @@
 ``/ingest`` (only on ``--listen-http``) parses the body (``wire.http_body``), hands the records
 to the journal writer and answers once they are in the journal: the writer's durable
 callback sends the ``200``. A request is written ``INGEST_RECORDS_PER_TURN`` records per
-loop turn, so a body of millions of tiny lines never stalls the other clients. While the writer is not accepting (journal full or failing) or
-the service is stopping, it answers ``503`` with ``Retry-After`` at once. ``/metrics``,
-``/healthz`` and ``/readyz`` are answered on every HTTP listener from a ``Figures``
-snapshot; nothing here reads the server's internals.
+loop turn, so a body of millions of tiny lines never stalls the other clients. While the
+writer is not accepting (journal full or failing) or the service is stopping, a new request
+is answered ``503`` with ``Retry-After`` at once; one already being written waits, parked.
+``/metrics``, ``/healthz`` and ``/readyz`` are answered on every HTTP listener from a
+``Figures`` snapshot; nothing here reads the server's internals.
 """
 
 # Copyright (c) logsvc developers

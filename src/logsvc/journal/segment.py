@@ -168,7 +168,19 @@ class RecoveryReport:
 
 
 class _Segment:
-    __slots__ = ("base_seq", "counts", "fd", "formats", "hsizes", "lens", "offsets", "path", "seqs", "size")
+    __slots__ = (
+        "base_seq",
+        "counts",
+        "fd",
+        "formats",
+        "hsizes",
+        "lens",
+        "offsets",
+        "path",
+        "records",
+        "seqs",
+        "size",
+    )
 
     def __init__(self, path: Path, base_seq: int, size: int) -> None:
         self.path = path
@@ -182,6 +194,7 @@ class _Segment:
         self.lens: array[int] = array("I")
         self.formats: array[int] = array("H")  # row_format
         self.hsizes: array[int] = array("B")  # header size: which layout (LSJ1 or LSJ2)
+        self.records = 0  # sum(counts), kept as blocks come and go
 
     @property
     def next_seq(self) -> int:
@@ -381,6 +394,7 @@ class Journal:
         seg.lens.append(len(payload))
         seg.formats.append(row_format)
         seg.hsizes.append(len(header))
+        seg.records += count
         seg.size += total
         self._size += total
         self.next_seq = first + count
@@ -532,6 +546,26 @@ class Journal:
                 return int(seg.seqs[0])
         return self.next_seq
 
+    def records_after(self, seq: int) -> int:
+        """How many records the journal holds with a seq above ``seq``.
+
+        Counted from the index, so the seqs no record has (the gap a crash leaves by the
+        reservation, a corrupt range, a block dropped at read) are not counted: ``next_seq``
+        minus a position overstates what is left to ship by as much as those gaps.
+        """
+        total = 0
+        for seg in reversed(self._segments):
+            if not seg.seqs:
+                continue
+            if seg.seqs[0] > seq:
+                total += seg.records
+                continue
+            if seg.next_seq - 1 > seq:
+                k = bisect_right(seg.seqs, seq) - 1  # the block holding seq, or the last before it
+                total += max(0, int(seg.seqs[k] + seg.counts[k]) - 1 - seq) + sum(seg.counts[k + 1 :])
+            break  # this segment reaches seq: every older one is at or below it
+        return total
+
     @property
     def size_bytes(self) -> int:
         """Total bytes of all segment files."""
@@ -625,6 +659,7 @@ class Journal:
                 seg.lens.append(b.payload_len)
                 seg.formats.append(b.row_format)
                 seg.hsizes.append(b.header_size)
+            seg.records = res.records
             blocks += len(res.blocks)
             records += res.records
             self._segments.append(seg)
@@ -751,6 +786,7 @@ class Journal:
     def _drop_block(self, seg: _Segment, i: int) -> None:
         # Out of the index only: the bytes stay in the file (size_bytes counts files), and the
         # next open finds them damaged again and reports them there.
+        seg.records -= seg.counts[i]
         for column in (seg.seqs, seg.counts, seg.offsets, seg.lens, seg.formats, seg.hsizes):
             del column[i]
 

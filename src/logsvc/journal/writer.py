@@ -70,7 +70,11 @@ RETRY_S = 1.0
 
 Durable = Callable[[bool], None]
 # How the log says that a fault source has cleared.
-_RECOVERED = {"journal_write": "Journal writes", "journal_read": "Journal reads"}
+_RECOVERED = {
+    "journal_write": "Journal writes",
+    "journal_read": "Journal reads",
+    "journal_skip": "Journal numbering",
+}
 
 
 class IntakeState(enum.Enum):
@@ -129,6 +133,7 @@ class JournalWriter:
         self._faults: dict[str, str] = {}  # source ("journal_write", "journal_read") -> why
         self._fault_since: dict[str, float] = {}
         self._retry: _loop.Timer | None = None
+        self._skip_target = 0  # a skip_to that failed, retried before anything is appended
         self._parked: dict[object, Callable[[], None]] = {}
         self.state = IntakeState.OPEN
         self._closed = False
@@ -171,7 +176,7 @@ class JournalWriter:
                     blk = self._open
                     rows = blk.rows
                     nbytes = n = 0
-                    if "journal_write" not in self._faults:
+                    if not self._appends_blocked:
                         self._flush_sealed()
         finally:
             blk.nbytes = nbytes
@@ -202,7 +207,7 @@ class JournalWriter:
         """Seal the open block and append every sealed one (the reactor's before-poll hook)."""
         if self._open.rows:
             self._seal()
-        if self._sealed and "journal_write" not in self._faults:
+        if self._sealed and not self._appends_blocked:
             self._flush_sealed()
 
     def _seal(self) -> None:
@@ -264,9 +269,17 @@ class JournalWriter:
         self._retry = None
         if self._closed:
             return
+        if self._skip_target:
+            self.skip_to(self._skip_target)
+            return
         if self._open.rows:
             self._seal()
         self._flush_sealed()
+
+    @property
+    def _appends_blocked(self) -> bool:
+        # A failed append is retried by its timer; a failed skip must succeed before any append.
+        return "journal_write" in self._faults or "journal_skip" in self._faults
 
     def _encode_failed(self, kind: str, exc: BaseException) -> None:
         m = self._metrics
@@ -290,9 +303,32 @@ class JournalWriter:
         # Not flushed first: appended now, these rows would be skipped as already shipped.
         if self._open.rows:
             self._seal()
-        self._journal.skip_to(seq)
-        nxt = self._journal.next_seq
+        try:
+            self._journal.skip_to(seq)
+        except Exception as exc:
+            # Nothing may be appended below seq: appends wait (FAILING) and this is retried.
+            self._skip_target = seq
+            self.fault(
+                "journal_skip",
+                f"Cannot move the journal past seq {seq - 1}, which PostgreSQL already holds: {exc}",
+                exc_info=None if isinstance(exc, OSError) else exc,
+            )
+            if self._retry is None or not self._retry.active:
+                self._retry = self._reactor.call_later(RETRY_S, self._retry_flush)
+            return
+        finally:
+            self._renumber(self._journal.next_seq)
+        self._skip_target = 0
+        if "journal_skip" in self._faults:
+            self.clear_fault("journal_skip")
+            self._flush_sealed()
+
+    def _renumber(self, nxt: int) -> None:
+        # The rows not yet appended, from nxt on (their seq is the row's first field).
         for blk in self._sealed:
+            if blk.first_seq == nxt:
+                nxt += len(blk.rows)
+                continue
             blk.first_seq = nxt
             renumbered = []
             for row in blk.rows:
@@ -301,7 +337,7 @@ class JournalWriter:
             blk.rows[:] = renumbered
             blk.nbytes = sum(map(len, renumbered))
         self.next_seq = nxt
-        self._open = _Block(nxt)
+        self._open = _Block(nxt, waiters=self._open.waiters)
 
     # -- the intake state ------------------------------------------------------------------
 

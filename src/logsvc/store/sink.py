@@ -348,7 +348,7 @@ class PgSink:
     @property
     def unshipped(self) -> int:
         """Records in the journal not yet committed (an upper bound while disconnected)."""
-        return max(0, self._journal.next_seq - 1 - self.confirmed_seq)
+        return self._journal.records_after(self.confirmed_seq)
 
     def notify_appended(self) -> None:
         """The server appended a block to the journal."""
