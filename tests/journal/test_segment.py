@@ -815,3 +815,18 @@ def test_an_open_whose_jump_cannot_make_its_segment_leaves_the_mark_where_it_was
     monkeypatch.undo()
     with Journal(jdir) as j:
         assert j.next_seq == 103
+
+
+def test_records_after_counts_records_not_the_seqs_of_gaps(journal: Journal) -> None:
+    fill(journal, [3, 4, 5])  # seqs 1..12, across segments (segment_bytes=200)
+    assert journal.records_after(0) == 12
+    assert journal.records_after(2) == 10  # inside the first block
+    assert journal.records_after(7) == 5  # at a block's end
+    journal.skip_to(1000)  # a gap: 13..999 hold no records
+    fill(journal, [2])
+    assert journal.records_after(0) == 14
+    assert journal.records_after(12) == 2
+    assert journal.records_after(500) == 2
+    assert journal.records_after(1001) == 0
+    journal.release(7)
+    assert journal.records_after(7) == 7
