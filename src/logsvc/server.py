@@ -29,6 +29,7 @@ import logging
 import resource
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from logsvc import loop as _loop
@@ -101,6 +102,8 @@ class Server:
             dead_letter_dir=Path(st.data_dir) / "deadletter",
             skip_to=writer.skip_to,
             on_read_fault=self._read_fault,
+            pg_timeout=st.pg_timeout,
+            on_connection_lost=self._embedded_supervisor(),
         )
         writer.on_appended = sink.notify_appended
         registry = ops.make_registry(m, self.figures)
@@ -117,6 +120,17 @@ class Server:
         if st.idle_timeout > 0 or st.frame_timeout > 0:
             r.call_later(self.intake.sweep_interval(), self._sweep)
         sink.start()
+
+    def _embedded_supervisor(self) -> Callable[[], bool] | None:
+        """Without --dsn: restart the embedded PostgreSQL when it dies (its check runs on failures)."""
+        if self.settings.dsn:
+            return None
+        from logsvc import embedded
+
+        try:
+            return embedded.Supervisor(Path(self.settings.data_dir), self.metrics).check
+        except ValueError:
+            return None  # not started by this process (tests build a Server with their own DSN)
 
     def _open_journal(self) -> None:
         report = self.journal.open()

@@ -243,7 +243,7 @@ class LogsvcCollector(Collector):
         yield counter(
             "embedded_postgresql_restarts",
             "Times the embedded PostgreSQL was found dead and started again.",
-            getattr(m, "embedded_pg_restarts", 0),
+            m.embedded_pg_restarts,
         )
 
         # -- the loop and the process
