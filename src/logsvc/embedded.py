@@ -168,6 +168,8 @@ class Supervisor:
         self._launched_at = 0.0
         self._next_launch = 0.0
         self._delay = RELAUNCH_MIN_S
+        self._zombie: int | None = None  # a dead postmaster's pid, not yet reaped
+        self._zombie_since = 0.0
         self.restarts = 0
         self.last_launch_seconds = 0.0  # how long the last launch blocked the loop
 
@@ -184,14 +186,52 @@ class Supervisor:
             self._reap()
         state = _postmaster_state(self._h.pgdata)
         if state is not None:
+            self._zombie = None
             if state[1] == _PM_READY:
                 self._delay = RELAUNCH_MIN_S
                 return False
             return True  # starting (or stopping, and then it is restarted)
         now = time.monotonic()
+        if self._unreaped(now):
+            # Poll for the reaping at the shortest back-off, for a minute at most.
+            return self._zombie is not None and now - self._zombie_since < RELAUNCH_MAX_S
+        self._zombie = None
         if now < self._next_launch:
             return False
         return self._relaunch(now)
+
+    def _unreaped(self, now: float) -> bool:
+        """The dead postmaster still exists (exiting, or a zombie not yet reaped): wait.
+
+        PostgreSQL refuses to start while the pid in ``postmaster.pid`` exists, and a zombie
+        exists (miscinit.c CreateLockFile: ``kill(pid, 0)``). A postmaster that outlived
+        ``pg_ctl`` is reparented to init, which reaps it at once, or some time later (this
+        sandbox's init: within about 3 s), or never when logsvc itself is PID 1 in a
+        container: then it is our child, and reaped here.
+        """
+        found = _read_pid_file(self._h.pgdata)
+        if found is None:
+            return False
+        pid = found[0]
+        state, parent = _pid_state(pid)
+        if state == _EXITING and parent == os.getpid():
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+            state, parent = _pid_state(pid)
+        if state != _EXITING:
+            return False
+        if self._zombie != pid:
+            self._zombie, self._zombie_since = pid, now
+            log.warning(
+                "Embedded PostgreSQL in %s is not running: its postmaster (pid %d) was killed and "
+                "is not yet reaped by its parent (pid %d); PostgreSQL cannot start until it is. Waiting.",
+                self._h.pgdata,
+                pid,
+                parent,
+            )
+        return True
 
     def _relaunch(self, now: float) -> bool:
         h = self._h
@@ -237,10 +277,20 @@ class Supervisor:
             self._launch_out = out
         finally:
             lock.release()
-        self._launched_at = now
+        retry = self._launched_at > 0 and now - self._launched_at < RELAUNCH_MAX_S
         self._schedule(now)
+        self._launched_at = now
         self.restarts += 1
         self._metrics.embedded_pg_restarts += 1
+        if retry:
+            # The last launch went through pg_ctl but the server did not come up (or came up
+            # and died within the minute): what PostgreSQL said is in its log.
+            log.error(
+                "Embedded PostgreSQL in %s did not stay up after the last restart; its log (%s) ends: %s",
+                h.pgdata,
+                h.log_path,
+                _tail(h.log_path),
+            )
         log.warning(
             "Embedded PostgreSQL in %s is not running (postmaster %s gone): restarting it "
             "(restart %d, pg_ctl launched in %.1f ms); the journal keeps every record meanwhile.",
@@ -300,25 +350,35 @@ def _read_pid_file(pgdata: Path) -> tuple[int, str] | None:
 
 def _postmaster_state(pgdata: Path) -> tuple[int, str] | None:
     found = _read_pid_file(pgdata)
-    if found is None or not _is_postgres(found[0]):
+    if found is None or _pid_state(found[0])[0] != _POSTGRES:
         return None
     return found
 
 
-def _is_postgres(pid: int) -> bool:
-    """``pid`` is a live process (not a zombie) whose program is PostgreSQL's."""
+_GONE, _EXITING, _POSTGRES, _OTHER = "gone", "exiting", "postgres", "other"
+
+
+def _pid_state(pid: int) -> tuple[str, int]:
+    """What ``pid`` is now, and its parent's pid (0 if unknown).
+
+    ``_EXITING``: killed but not gone: a zombie, or still tearing down (its command line
+    already empty, which no live PostgreSQL process has). ``_OTHER``: the pid was reused.
+    """
     if pid <= 0 or not _alive(pid):
-        return False
+        return _GONE, 0
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except FileNotFoundError:
-        return False  # it exited between the two looks
+        return _GONE, 0  # it went between the looks
     except OSError:
-        return True  # no /proc (macOS): kill(pid, 0) is all we have
-    # stat: "pid (comm) S ...": the state follows the last ")" (comm may hold spaces).
-    state = stat[stat.rfind(")") + 2 : stat.rfind(")") + 3]
-    return state != "Z" and b"postgres" in cmdline
+        return _POSTGRES, 0  # no /proc (macOS): kill(pid, 0) is all we have
+    # stat: "pid (comm) S ppid ...": the fields follow the last ")" (comm may hold spaces).
+    fields = stat[stat.rfind(")") + 2 :].split()
+    state, parent = (fields[0], int(fields[1])) if len(fields) > 1 else ("?", 0)
+    if state in ("Z", "X") or not cmdline:
+        return _EXITING, parent
+    return (_POSTGRES if b"postgres" in cmdline else _OTHER), parent
 
 
 def _alive(pid: int) -> bool:
