@@ -9,6 +9,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
+from logsvc.errors import StoreError
 from logsvc.store import pgproto
 
 TCP_USER_TIMEOUT = getattr(socket, "TCP_USER_TIMEOUT", 18)  # linux/tcp.h
@@ -52,9 +53,12 @@ def test_rounding_and_no_timeout() -> None:
     assert "connect_timeout" not in got and "tcp_user_timeout" not in got and got["keepalives"] == "1"
 
 
-def test_a_malformed_dsn_is_refused_as_psycopg_refuses_it() -> None:
-    with pytest.raises(psycopg.ProgrammingError):
-        pgproto.conninfo_with_timeouts("host='unterminated", 10, {})
+def test_a_malformed_dsn_is_left_for_libpq_to_refuse_at_connect() -> None:
+    bad = "host='unterminated"
+    assert pgproto.conninfo_with_timeouts(bad, 10, {}) == bad
+    with pytest.raises(StoreError) as info:
+        pgproto.run_blocking(pgproto.connect(bad))
+    assert info.value.reason == "connection" and "unterminated" in str(info.value)
 
 
 def test_libpq_sets_the_socket_options_on_a_tcp_connection(dsn: str) -> None:

@@ -30,6 +30,7 @@ import select
 from collections.abc import Generator, Iterable, Mapping
 from typing import TypeAlias, TypeVar
 
+import psycopg
 from psycopg import conninfo as _conninfo
 from psycopg import pq
 
@@ -165,13 +166,14 @@ def conninfo_with_timeouts(conninfo: str, timeout: float, environ: Mapping[str, 
 
     A Unix-socket DSN (the embedded server) keeps working: libpq ignores the TCP keywords
     for a Unix-domain socket. Keywords a ``pg_service.conf`` entry sets are overridden by
-    these; set them in the DSN to keep them.
-
-    Raises:
-        psycopg.ProgrammingError: ``conninfo`` cannot be parsed.
+    these; set them in the DSN to keep them. A DSN libpq cannot parse is returned as it is,
+    so the error is libpq's, at connect, where it always was.
     """
     env = os.environ if environ is None else environ
-    given = _conninfo.conninfo_to_dict(conninfo)
+    try:
+        given = _conninfo.conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError:
+        return conninfo
     wanted: dict[str, int] = {
         "keepalives": 1,
         "keepalives_idle": KEEPALIVES_IDLE_S,

@@ -396,11 +396,14 @@ class PgSink:
         self.state = CONNECTING
         # pg_timeout until the connection is made (_connect_steps sets _pgconn: libpq does not
         # enforce connect_timeout on a non-blocking connect); then the schema steps' allowance.
+        # pg_timeout 0 turns both off.
         self._driver.start(
             self._connect_steps(),
             self._on_connected,
             self._on_failure,
-            timeout=lambda: self._pg_timeout if self._pgconn is None else self._schema_timeout,
+            timeout=lambda: (
+                self._pg_timeout if self._pgconn is None or not self._pg_timeout else self._schema_timeout
+            ),
         )
 
     def _connect_steps(self) -> pgproto.PgGen[int]:
