@@ -18,7 +18,18 @@ from hypothesis import strategies as st
 
 from logsvc.record import RecordDict
 from logsvc.store import schema as sch
-from logsvc.store.copyfmt import COLUMN_NAMES, COLUMNS, RowEncoder
+from logsvc.store.copyfmt import (
+    COLUMN_NAMES,
+    COLUMNS,
+    MAX_EXTRA_BYTES,
+    MAX_EXTRA_VALUE_CHARS,
+    MAX_FIELD_CHARS,
+    MAX_MESSAGE_CHARS,
+    MAX_ROW_BYTES,
+    MAX_TRACE_CHARS,
+    RowEncoder,
+)
+from logsvc.wire.http_body import MAX_FORMATTED_CHARS
 
 RECEIVED = 1_700_000_000.25
 
@@ -212,3 +223,125 @@ def test_fast_path_and_slow_path_encode_the_same_row(
     enc = RowEncoder()
     ts = enc.timestamp(RECEIVED)
     assert enc.encode(rec, 7, "peer", ts) == enc._encode_slow(rec, 7, "peer", ts)
+
+
+# --- caps: no single record builds an unbounded row (issue 10) ---------------------------------
+
+_TEXT_KEYS = {
+    "levelname": ("levelname", MAX_FIELD_CHARS),
+    "name": ("logger", MAX_FIELD_CHARS),
+    "msg": ("message", MAX_MESSAGE_CHARS),
+    "pathname": ("pathname", MAX_FIELD_CHARS),
+    "funcName": ("func", MAX_FIELD_CHARS),
+    "module": ("module", MAX_FIELD_CHARS),
+    "processName": ("process_name", MAX_FIELD_CHARS),
+    "threadName": ("thread_name", MAX_FIELD_CHARS),
+    "exc_text": ("exc_text", MAX_TRACE_CHARS),
+    "stack_info": ("stack_info", MAX_TRACE_CHARS),
+}
+
+
+def test_the_http_format_cap_is_the_message_cap() -> None:
+    # Two numbers that must agree, checked where they meet: formatting past the message cap
+    # would only build characters the encoder cuts.
+    assert MAX_FORMATTED_CHARS == MAX_MESSAGE_CHARS
+
+
+def test_a_value_at_its_cap_is_kept_whole_and_one_over_is_cut_with_a_marker() -> None:
+    for key, (_, cap) in _TEXT_KEYS.items():
+        enc = RowEncoder()
+        rec = record()
+        rec[key] = "a" * cap
+        assert "a" * cap in encode(enc, rec).decode()
+        assert enc.stats.truncated_fields == 0
+        rec[key] = "a" * cap + "bcd"
+        row = encode(enc, rec).decode()
+        assert "a" * cap + "… [truncated 3 chars]\t" in row, key
+        assert "bcd" not in row
+        assert enc.stats.truncated_fields == 1
+
+
+def test_oversized_fields_are_cut_the_record_kept_and_postgresql_takes_the_row(dsn: str, schema: str) -> None:
+    enc = RowEncoder()
+    rec = record("m" * (MAX_MESSAGE_CHARS + 5), trace_id=17, blob="b" * (MAX_EXTRA_BYTES + 7))
+    rec["exc_text"] = "Traceback\n" * (MAX_TRACE_CHARS // 10 + 1)
+    rec["name"] = "n" * (MAX_FIELD_CHARS + 1)
+    rows = [encode(enc, rec, 1), encode(enc, record("next"), 2)]
+    assert enc.stats.truncated_fields == 4
+    first, second = load(dsn, schema, rows)
+    assert first["message"] == "m" * MAX_MESSAGE_CHARS + "… [truncated 5 chars]"
+    assert first["logger"] == "n" * MAX_FIELD_CHARS + "… [truncated 1 chars]"
+    assert first["exc_text"].endswith(" chars]") and len(first["exc_text"]) < MAX_TRACE_CHARS + 40
+    assert first["extra"]["trace_id"] == 17  # the small keys of an oversized extra stay as they were
+    assert (
+        first["extra"]["blob"]
+        == "b" * MAX_EXTRA_VALUE_CHARS + f"… [truncated {MAX_EXTRA_BYTES + 7 - MAX_EXTRA_VALUE_CHARS} chars]"
+    )
+    assert second["message"] == "next"
+
+
+def test_an_extra_of_many_keys_becomes_one_cut_json_text(dsn: str, schema: str) -> None:
+    enc = RowEncoder()
+    rec = record(**{f"k{i:06d}": "v" * 20 for i in range(60_000)})  # ~2 MiB of small keys
+    row = encode(enc, rec)
+    assert len(row) <= MAX_ROW_BYTES and enc.stats.truncated_fields == 1
+    (got,) = load(dsn, schema, [row])
+    (text,) = got["extra"].values()
+    assert list(got["extra"]) == ["_truncated_extra"]
+    assert text.startswith('{"k') and text.endswith(" chars]")
+
+
+def test_a_huge_nested_extra_value_is_cut_as_json_text() -> None:
+    enc = RowEncoder()
+    rec = record(rows=[{"id": i, "name": "x" * 50} for i in range(40_000)], small=1)
+    extra = orjson.loads(encode(enc, rec).rstrip(b"\n").split(b"\t")[-1].replace(b"\\\\", b"\\"))
+    assert extra["small"] == 1
+    assert extra["rows"].startswith('[{"id":0,"name":"xxx') and extra["rows"].endswith(" chars]")
+    assert enc.stats.truncated_fields == 1
+
+
+# The characters that cost the most bytes in a row: 4-byte UTF-8, COPY escapes, a NUL (U+FFFD, 3
+# bytes), a lone surrogate, and for extra the JSON escapes that COPY then doubles.
+_COSTLY = ["\U0001f600", "\\", "\t", "\x00", "\ud800", '"', "\x01", "é", "a"]
+_sizes = st.sampled_from(
+    [0, 1, MAX_FIELD_CHARS, MAX_FIELD_CHARS + 1, MAX_TRACE_CHARS + 3, MAX_MESSAGE_CHARS + 9]
+)
+
+
+@st.composite
+def huge_records(draw: st.DrawFn) -> RecordDict:
+    rec = record()
+    for key in _TEXT_KEYS:
+        if draw(st.booleans()):
+            rec[key] = draw(st.sampled_from(_COSTLY)) * draw(_sizes) + draw(st.sampled_from(_COSTLY))
+    for i in range(draw(st.integers(0, 3))):
+        rec[f"x{i}"] = draw(st.sampled_from(_COSTLY)) * draw(_sizes)
+    if draw(st.booleans()):
+        key = draw(st.sampled_from(_COSTLY)) * draw(_sizes)
+        rec[key or "k"] = [draw(st.sampled_from(_COSTLY)) * 1000] * draw(st.integers(0, 2000))
+    return rec
+
+
+@settings(max_examples=40, deadline=None)
+@given(huge_records(), st.sampled_from(["127.0.0.1:5555", "\U0001f600" * (MAX_FIELD_CHARS + 1)]))
+def test_no_record_builds_a_row_over_max_row_bytes(rec: RecordDict, peer: str) -> None:
+    enc = RowEncoder()
+    row = enc.encode(rec, (1 << 64) - 1, peer, enc.timestamp(RECEIVED))
+    assert len(row) <= MAX_ROW_BYTES
+    assert row.endswith(b"\n") and row.count(b"\n") == 1 and row.count(b"\t") == len(COLUMNS) - 1
+
+
+def test_the_worst_record_fits_max_row_bytes_which_is_about_8_mib() -> None:
+    over = "\U0001f600"
+    # In extra a backslash costs the most: JSON doubles it, then COPY doubles that. Five values
+    # cut to MAX_EXTRA_VALUE_CHARS are still over MAX_EXTRA_BYTES, so the fallback runs too.
+    rec = record(
+        over * (MAX_MESSAGE_CHARS + 1), **{f"k{i}": "\\" * (MAX_EXTRA_VALUE_CHARS + 1) for i in range(5)}
+    )
+    for key in _TEXT_KEYS:
+        if key != "msg":
+            rec[key] = over * (MAX_MESSAGE_CHARS + 1)
+    rec.update(levelno=-(1 << 31), lineno=-(1 << 31), process=-(1 << 63), thread=-(1 << 63), created=1e-6)
+    enc = RowEncoder()
+    row = enc.encode(rec, (1 << 64) - 1, over * (MAX_FIELD_CHARS + 1), enc.timestamp(RECEIVED))
+    assert MAX_ROW_BYTES - 4096 < len(row) <= MAX_ROW_BYTES < 9 << 20

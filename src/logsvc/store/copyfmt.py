@@ -19,6 +19,12 @@ not a usable time becomes the receive time and the original goes to ``extra._bad
 a number column whose value is no usable integer is NULL and the value goes to
 ``extra._bad_<key>`` (``_bad_process``, ...).
 
+No single record can build an unbounded row: each text column and ``extra`` has a cap
+(``MAX_MESSAGE_CHARS`` and the others below). A value over its cap is cut and ends with a
+visible marker, ``… [truncated 12345678 chars]``; the cut is counted in
+``EncodeStats.truncated_fields`` and the record is kept. So every row is at most
+``MAX_ROW_BYTES`` (about 8 MiB), and a journal block can always be split under its limit.
+
 This module must not import socket, select, time or psycopg.
 """
 
@@ -82,11 +88,58 @@ _NUMBER_FIELDS = (("levelno", 1 << 31), ("lineno", 1 << 31), ("process", 1 << 63
 _MIN_EPOCH = -62135596800.0
 _MAX_EPOCH = 253402300799.0
 
+# Caps on one record's values (issue 10: a 71-byte HTTP form made a 200 MB message, and a block
+# the journal refuses). Precedents: rsyslog cuts a message at maxMessageSize (8 KiB by default)
+# and syslog-ng at log-msg-size (64 KiB); Loki refuses lines over max_line_size (256 KB), or
+# cuts them with max_line_size_truncate; Lucene (so Elasticsearch and Graylog) cannot index a
+# term over 32766 bytes. Ours are larger because our own inputs allow more: one pickled record
+# may be 1 MiB (--max-frame-bytes, LineFramer's lines too), so no message a stock client can
+# send is cut; a traceback (exc_text, stack_info) gets a quarter of that; names and paths
+# (PATH_MAX is 4096) get Lucene's 32 Ki. Characters, not bytes: one is at most 4 bytes in the
+# row (UTF-8; a COPY escape is 2, the U+FFFD for a NUL 3).
+MAX_MESSAGE_CHARS = 1 << 20
+MAX_TRACE_CHARS = 1 << 18  # exc_text, stack_info
+MAX_FIELD_CHARS = 1 << 15  # every other text column, peer included
+# ``extra`` as written in the row (JSON, backslashes doubled for COPY). Over it, each top-level
+# value over MAX_EXTRA_VALUE_CHARS is cut (a string itself, anything else its JSON text); if
+# that is not enough (many keys, huge keys), extra becomes {"_truncated_extra": its JSON text,
+# cut}. jsonb must stay valid, so extra is never cut mid-JSON.
+MAX_EXTRA_BYTES = 1 << 20
+MAX_EXTRA_VALUE_CHARS = 1 << 16
+_MARKER = "… [truncated {} chars]"
+_MARKER_MAX = len(_MARKER.format(1 << 64))
+_EXTRA_FALLBACK_KEY = "_truncated_extra"
+# The fallback's text: each of its characters is at most 4 bytes in the row ('"' -> '\"' ->
+# COPY '\\"' is 3, a backslash 4, non-ASCII UTF-8 at most 4), plus the key and braces.
+_EXTRA_FALLBACK_CHARS = (MAX_EXTRA_BYTES - 64) // 4 - _MARKER_MAX
+# The text columns' caps, in the order of ``_get_texts``, then peer.
+_TEXT_CAPS = (
+    MAX_FIELD_CHARS,  # levelname
+    MAX_FIELD_CHARS,  # name
+    MAX_MESSAGE_CHARS,  # msg
+    MAX_FIELD_CHARS,  # pathname
+    MAX_FIELD_CHARS,  # funcName
+    MAX_FIELD_CHARS,  # module
+    MAX_FIELD_CHARS,  # processName
+    MAX_FIELD_CHARS,  # threadName
+    MAX_TRACE_CHARS,  # exc_text
+    MAX_TRACE_CHARS,  # stack_info
+    MAX_FIELD_CHARS,  # peer
+)
+# The longest row ``RowEncoder.encode`` can return (8 MiB and about 600 bytes), for the journal
+# writer: text columns at their caps plus a marker, 4 bytes a character; extra; seq (a u64),
+# two timestamps (``timestamp()`` writes at most 32 characters; ``received_ts`` must come from
+# it), four 64-bit integers, the tabs and the newline. A test encodes the worst records.
+MAX_ROW_BYTES = (
+    4 * (sum(_TEXT_CAPS) + len(_TEXT_CAPS) * _MARKER_MAX) + MAX_EXTRA_BYTES + 20 + 2 * 32 + 4 * 20 + 19
+)
+
 # Text COPY escaping (PostgreSQL docs, "COPY ... Text Format"): backslash, and the three
 # characters that would end a field or a row. NUL is not representable in text at all.
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\x00": "\ufffd"})
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _JSON_OPTS = orjson.OPT_NON_STR_KEYS
+_orjson_dumps = orjson.dumps
 _get_texts = operator.itemgetter(
     "levelname",
     "name",
@@ -114,6 +167,7 @@ class EncodeStats:
 
     replaced_chars: int = 0  # NUL and lone surrogates replaced by U+FFFD
     bad_fields: int = 0  # standard fields of the wrong type, coerced
+    truncated_fields: int = 0  # values cut to their cap (MAX_MESSAGE_CHARS, ...), record kept
 
 
 class RowEncoder:
@@ -172,7 +226,10 @@ class RowEncoder:
         except TypeError:
             return self._encode_slow(rec, seq, peer, received_ts)
         if (
-            "\\" in probe
+            # One check bounds every text column: all of them together are within the
+            # smallest cap (and peer, which the caller hands over unescaped, with them).
+            len(probe) + len(peer) > MAX_FIELD_CHARS
+            or "\\" in probe
             or "\t" in probe
             or "\n" in probe
             or "\r" in probe
@@ -236,20 +293,20 @@ class RowEncoder:
             created_ts,
             received_ts,
             self._int(g("levelno"), _INT32),
-            self._text(g("levelname")),
-            self._text(g("name")),
-            self._text(g("msg")),
-            self._text(g("pathname")),
+            self._text(g("levelname"), MAX_FIELD_CHARS),
+            self._text(g("name"), MAX_FIELD_CHARS),
+            self._text(g("msg"), MAX_MESSAGE_CHARS),
+            self._text(g("pathname"), MAX_FIELD_CHARS),
             self._int(g("lineno"), _INT32),
-            self._text(g("funcName")),
-            self._text(g("module")),
+            self._text(g("funcName"), MAX_FIELD_CHARS),
+            self._text(g("module"), MAX_FIELD_CHARS),
             self._int(g("process"), _INT64),
-            self._text(g("processName")),
+            self._text(g("processName"), MAX_FIELD_CHARS),
             self._int(g("thread"), _INT64),
-            self._text(g("threadName")),
-            self._text(g("exc_text")),
-            self._text(g("stack_info")),
-            self._escape(peer),
+            self._text(g("threadName"), MAX_FIELD_CHARS),
+            self._text(g("exc_text"), MAX_TRACE_CHARS),
+            self._text(g("stack_info"), MAX_TRACE_CHARS),
+            self._text(peer, MAX_FIELD_CHARS),
         ]
         line = "\t".join(f if f is _NULL else self._escape(f) for f in fields)
         try:
@@ -286,13 +343,18 @@ class RowEncoder:
             self.stats.replaced_chars += s.count("\x00")
         return s.translate(_ESCAPES)
 
-    def _text(self, v: Any) -> str:
-        if type(v) is str:
-            return v
-        if v is None:
-            return _NULL
-        self.stats.bad_fields += 1
-        return str(v)
+    def _text(self, v: Any, cap: int) -> str:
+        if type(v) is not str:
+            if v is None:
+                return _NULL
+            self.stats.bad_fields += 1
+            v = str(v)
+        return v if len(v) <= cap else self._cut(v, cap)
+
+    def _cut(self, s: str, cap: int) -> str:
+        # The first ``cap`` characters and a marker saying how many followed; counted.
+        self.stats.truncated_fields += 1
+        return s[:cap] + _MARKER.format(len(s) - cap)
 
     def _int(self, v: Any, bound: int) -> str:
         if type(v) is int and -bound <= v < bound:
@@ -305,18 +367,64 @@ class RowEncoder:
         return _NULL
 
     def _json(self, extra: dict[str, Any]) -> bytes:
+        # Once per record with extra keys: the common case is one orjson call and two
+        # searches, inline; repairs and caps are calls off that path.
+        replaced = -1  # the count before a repair, which _cut_extra redoes on what it keeps
         try:
-            js = orjson.dumps(extra, default=_json_default, option=_JSON_OPTS)
+            js = _orjson_dumps(extra, default=_json_default, option=_JSON_OPTS)
+        except (TypeError, orjson.JSONEncodeError):
+            replaced = self.stats.replaced_chars
+            js = self._dumps(extra)
+        else:
+            if b"\\u0000" in js:
+                replaced = self.stats.replaced_chars
+                js = self._dumps(extra)
+        # JSON escapes are backslashes, which COPY text would eat: double them (_copy_escape).
+        if b"\\" in js:
+            js = js.replace(b"\\", b"\\\\")
+        if len(js) > MAX_EXTRA_BYTES:
+            if replaced >= 0:
+                self.stats.replaced_chars = replaced
+            js = self._cut_extra(extra)
+        return js
+
+    def _dumps(self, v: Any) -> bytes:
+        # JSON that jsonb accepts, not yet escaped for COPY.
+        try:
+            js = orjson.dumps(v, default=_json_default, option=_JSON_OPTS)
         except (TypeError, orjson.JSONEncodeError):
             # Lone surrogates, integers beyond 64 bits, nesting orjson refuses: make every
             # value plain and try once more. Rare, so the slow path may be slow.
-            js = orjson.dumps(self._sanitize(extra, 0), default=_json_default, option=_JSON_OPTS)
+            js = orjson.dumps(self._sanitize(v, 0), default=_json_default, option=_JSON_OPTS)
         if b"\\u0000" in js:
             # jsonb cannot hold U+0000 even escaped ("unsupported Unicode escape sequence").
-            js = orjson.dumps(self._sanitize(extra, 0), default=_json_default, option=_JSON_OPTS)
-        # JSON escapes are backslashes, which COPY text would eat: double them. orjson never
-        # emits a raw tab, newline or carriage return (they are escaped inside strings).
-        return js.replace(b"\\", b"\\\\") if b"\\" in js else js
+            js = orjson.dumps(self._sanitize(v, 0), default=_json_default, option=_JSON_OPTS)
+        return js
+
+    def _cut_extra(self, extra: dict[str, Any]) -> bytes:
+        # extra over MAX_EXTRA_BYTES. First each top-level value over MAX_EXTRA_VALUE_CHARS is
+        # cut (the usual case: one huge value beside small ones, which stay as they are).
+        kept: dict[Any, Any] = {}
+        for key, value in extra.items():
+            if type(value) is str:
+                if len(value) > MAX_EXTRA_VALUE_CHARS:
+                    value = self._cut(value, MAX_EXTRA_VALUE_CHARS)
+            elif not (value is None or type(value) in (bool, int, float)):
+                replaced = self.stats.replaced_chars
+                text = self._dumps(value)
+                if len(text) > MAX_EXTRA_VALUE_CHARS and len(chars := text.decode()) > MAX_EXTRA_VALUE_CHARS:
+                    value = self._cut(chars, MAX_EXTRA_VALUE_CHARS)
+                else:
+                    self.stats.replaced_chars = replaced  # counted when the value is dumped below
+            kept[key] = value
+        plain = self._dumps(kept)
+        js = _copy_escape(plain)
+        if len(js) <= MAX_EXTRA_BYTES:
+            return js
+        # Still too large (thousands of keys, or huge keys): what is left, as JSON text, cut.
+        # Its characters cost at most 4 bytes each (_EXTRA_FALLBACK_CHARS), so this fits.
+        cut = self._cut(plain.decode(), _EXTRA_FALLBACK_CHARS)
+        return _copy_escape(orjson.dumps({_EXTRA_FALLBACK_KEY: cut}))
 
     def _sanitize(self, v: Any, depth: int) -> Any:
         if isinstance(v, str):
@@ -336,6 +444,12 @@ class RowEncoder:
             # stored two ways depending on its neighbours (hypothesis found 2**63).
             return str(v)
         return v
+
+
+def _copy_escape(js: bytes) -> bytes:
+    # JSON escapes are backslashes, which COPY text would eat: double them. orjson never emits
+    # a raw tab, newline or carriage return (they are escaped inside strings).
+    return js.replace(b"\\", b"\\\\") if b"\\" in js else js
 
 
 def _json_default(v: Any) -> Any:
