@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import subprocess
 import sys
+import zoneinfo
 from pathlib import Path
 
 import pytest
@@ -107,3 +109,23 @@ def test_trace_id_is_indexed_by_default_and_an_empty_value_turns_it_off() -> Non
     assert parse(["--index-extra", "user", "--index-extra", "tenant"]).index_extra == ["user", "tenant"]
     with pytest.raises(ConfigError, match="index-extra"):
         parse(["--index-extra", "a-b"])
+
+
+def test_assume_timezone_defaults_to_utc_and_takes_iana_names_from_flag_env_and_file(tmp_path: Path) -> None:
+    assert parse([]).assume_timezone is datetime.UTC
+    assert parse(["--assume-timezone", "UTC"]).assume_timezone is datetime.UTC
+    assert parse(["--assume-timezone", "Europe/Berlin"]).assume_timezone == zoneinfo.ZoneInfo("Europe/Berlin")
+    assert parse([], {"LOGSVC_ASSUME_TIMEZONE": "America/New_York"}).assume_timezone == zoneinfo.ZoneInfo(
+        "America/New_York"
+    )
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[serve]\nassume_timezone = "Asia/Tokyo"\n')
+    assert parse(["--config", str(cfg)]).assume_timezone == zoneinfo.ZoneInfo("Asia/Tokyo")
+
+
+@pytest.mark.parametrize(
+    "name", ["Mars/Olympus_Mons", "utc", "America", "", "../etc/passwd", "/etc/localtime"]
+)
+def test_an_unknown_time_zone_is_a_clear_config_error(name: str) -> None:
+    with pytest.raises(ConfigError, match=r"--assume-timezone: .* is not a time zone this system knows"):
+        parse(["--assume-timezone", name])

@@ -13,9 +13,11 @@ the file are all derived from it, so they cannot drift apart.
 from __future__ import annotations
 
 import argparse
+import datetime
 import ipaddress
 import os
 import tomllib
+import zoneinfo
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,6 +91,25 @@ def parse_fsync(text: str) -> str:
     if text not in FSYNC_POLICIES:
         raise ConfigError(f"fsync policy {text!r} must be one of: {', '.join(FSYNC_POLICIES)}")
     return text
+
+
+def parse_timezone(text: str) -> datetime.tzinfo:
+    """``"UTC"``, ``"Europe/Berlin"``, ``"America/New_York"`` (an IANA zone name) -> a tzinfo.
+
+    ``UTC`` is ``datetime.UTC`` itself, so the default needs no time zone database (a minimal
+    container may have none) and takes the formats' fastest path.
+    """
+    name = str(text).strip()
+    if name == "UTC":
+        return datetime.UTC
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+        # ValueError: not a valid key ("../x", ""); OSError: a directory ("America").
+        raise ConfigError(
+            f"{text!r} is not a time zone this system knows (an IANA name such as UTC, "
+            "Europe/Berlin or America/New_York)"
+        ) from None
 
 
 def _parse_optional_hostport(text: str) -> tuple[str, int] | None:
@@ -292,6 +313,15 @@ OPTIONS: tuple[Option, ...] = (
         "SIZE",
     ),
     Option(
+        "assume_timezone",
+        parse_timezone,
+        "read times written without a zone in this IANA zone: RFC 3164 syslog timestamps, and ISO "
+        "8601 times with no offset in JSON lines and HTTP bodies (a time a DST change skips or "
+        "repeats is read as PostgreSQL reads it: the later instant); times with an offset are "
+        "unaffected",
+        "ZONE",
+    ),
+    Option(
         "shutdown_timeout",
         parse_duration,
         "on SIGTERM/SIGINT, how long to keep shipping to "
@@ -356,6 +386,10 @@ class Settings:
     fsync: str = "interval"
     fsync_interval: float = 1.0
     max_frame_bytes: int = 1 << 20
+    # What RFC 3164 senders mostly run in, and what the JSON keys of Vector and Fluent Bit
+    # write anyway (with a "Z"); a host's local zone would make the same input mean
+    # different times on different machines.
+    assume_timezone: datetime.tzinfo = datetime.UTC
     shutdown_timeout: float = 10.0
     stats_interval: float = 60.0
     retention: int | None = None  # days; None keeps everything

@@ -7,7 +7,9 @@ import logging
 import logging.handlers
 import tracemalloc
 import urllib.parse
+from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given, settings
@@ -39,6 +41,17 @@ def test_a_json_array_and_a_single_object() -> None:
     assert out[0] == {"msg": "x"} and out[2] == {"msg": "y"}
     assert isinstance(out[1], RecordRejected) and out[1].reason == "not_object"
     assert parse("POST", "application/json", b'{"message": "one"}') == [{"msg": "one"}]
+
+
+def test_json_bodies_read_times_without_a_zone_in_the_assumed_one() -> None:
+    tokyo = ZoneInfo("Asia/Tokyo")
+    noon_utc = datetime(2024, 5, 1, 12, tzinfo=UTC).timestamp()
+    line = b'{"time": "2024-05-01T21:00:00", "message": "x"}'
+    for ctype, body in (("application/x-ndjson", line), ("application/json", b"[" + line + b"]")):
+        (rec,) = list(parse_ingest("POST", ctype, body, "", tz=tokyo))
+        assert isinstance(rec, dict) and rec["created"] == noon_utc
+    (rec,) = parse("POST", "application/x-ndjson", line)
+    assert isinstance(rec, dict) and rec["created"] == datetime(2024, 5, 1, 21, tzinfo=UTC).timestamp()
 
 
 def test_a_broken_json_array_is_a_protocol_error() -> None:

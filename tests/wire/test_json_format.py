@@ -7,6 +7,7 @@ import logging
 import math
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
@@ -121,6 +122,29 @@ def test_unusable_times_stay_in_extra(value: Any) -> None:
     rec = parse({"time": value, "msg": "m"})
     assert "created" not in rec
     assert rec["time"] == value
+
+
+def test_times_without_a_zone_are_read_in_the_assumed_one() -> None:
+    berlin = ZoneInfo("Europe/Berlin")
+    fmt = JsonFormat(tz=berlin)
+    assert JsonFormat().tz is UTC
+    naive = fmt.parse(b'{"time": "2024-05-01T14:00:00.123456", "msg": "m"}')
+    assert naive["created"] == T0  # 14:00 CEST is 12:00 UTC
+    assert fmt.parse(b'{"time": "2024-05-01T12:00:00.123456Z"}')["created"] == T0  # an offset wins
+    assert fmt.parse(b'{"created": "2024-05-01T14:00:00.123456"}')["created"] == T0
+    assert fmt.parse(b'{"ts": 1714564800.123456}')["created"] == T0  # epochs have no zone to assume
+    assert epoch_of("2024-05-01T14:00:00.123456", berlin) == T0
+    # The repeated 02:30 of 2024-10-27 in Berlin is the later one, 02:30 CET (PostgreSQL's reading).
+    assert (
+        fmt.parse(b'{"time": "2024-10-27 02:30"}')["created"]
+        == datetime(2024, 10, 27, 1, 30, tzinfo=UTC).timestamp()
+    )
+
+
+def test_a_naive_time_that_leaves_the_stored_years_once_read_in_the_zone_stays_in_extra() -> None:
+    fmt = JsonFormat(tz=ZoneInfo("Asia/Tokyo"))
+    rec = fmt.parse(b'{"time": "0001-01-01T00:00:00", "msg": "m"}')
+    assert rec == {"time": "0001-01-01T00:00:00", "msg": "m"}
 
 
 def test_time_alias_precedence() -> None:

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import example, given, settings
@@ -340,6 +341,45 @@ def test_rfc3164_fraction_and_rfc3339_timestamp() -> None:
 def test_rfc3164_year_is_inferred_from_now(now: datetime, stamp: bytes, expected: datetime) -> None:
     rec = parse(b"<14>" + stamp + b" host app: m", now=now.timestamp())
     assert rec["created"] == expected.replace(tzinfo=UTC).timestamp()
+
+
+TOKYO = ZoneInfo("Asia/Tokyo")
+NEW_YORK = ZoneInfo("America/New_York")
+
+
+def test_rfc3164_time_is_read_in_the_assumed_zone() -> None:
+    msg = b"<14>Nov 28 09:00:00 host app: m"
+    assert (
+        SyslogFormat(NOW, tz=TOKYO).parse(msg)["created"] == datetime(2025, 11, 28, 0, tzinfo=UTC).timestamp()
+    )
+    assert SyslogFormat(NOW).parse(msg)["created"] == datetime(2025, 11, 28, 9, tzinfo=UTC).timestamp()
+    assert SyslogFormat(NOW).tz is UTC
+
+
+def test_rfc3164_year_is_inferred_in_the_assumed_zone() -> None:
+    # 23:30 UTC on Dec 31 is already Jan 1 in Tokyo: "Jan  1 08:00:00" there is this new year.
+    now = datetime(2024, 12, 31, 23, 30, tzinfo=UTC).timestamp()
+    rec = SyslogFormat(now, tz=TOKYO).parse(b"<14>Jan  1 08:00:00 host app: m")
+    assert rec["created"] == datetime(2025, 1, 1, 8, tzinfo=TOKYO).timestamp()
+
+
+def test_rfc3164_times_a_dst_change_skips_or_repeats_are_read_as_postgresql_does() -> None:
+    now = datetime(2018, 11, 20, tzinfo=UTC).timestamp()
+    fmt = SyslogFormat(now, tz=NEW_YORK)
+    repeated = fmt.parse(b"<14>Nov  4 01:30:00 host app: m")["created"]
+    assert repeated == datetime(2018, 11, 4, 6, 30, tzinfo=UTC).timestamp()  # 01:30 EST, the later
+    skipped = fmt.parse(b"<14>Mar 11 02:30:00 host app: m")["created"]
+    assert skipped == datetime(2018, 3, 11, 7, 30, tzinfo=UTC).timestamp()  # as 03:30 EDT
+
+
+def test_an_offset_wins_over_the_assumed_zone_and_a_missing_one_takes_it() -> None:
+    fmt = SyslogFormat(NOW, tz=TOKYO)
+    with_offset = fmt.parse(b"<14>1 2003-10-11T22:14:15.003Z host app - - - m")["created"]
+    assert with_offset == datetime(2003, 10, 11, 22, 14, 15, 3000, tzinfo=UTC).timestamp()
+    naive_5424 = fmt.parse(b"<14>1 2003-10-11T22:14:15 host app - - - m")["created"]
+    assert naive_5424 == datetime(2003, 10, 11, 22, 14, 15, tzinfo=TOKYO).timestamp()
+    naive_3339 = fmt.parse(b"<34>2003-10-11T22:14:15 mymachine su: hi")["created"]
+    assert naive_3339 == datetime(2003, 10, 11, 22, 14, 15, tzinfo=TOKYO).timestamp()
 
 
 def test_rfc3164_without_now_keeps_the_timestamp_text() -> None:

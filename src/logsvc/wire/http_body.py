@@ -31,6 +31,7 @@ of a doubt is an unformatted message, never an allocation.
 from __future__ import annotations
 
 import ast
+import datetime as _dt
 import math
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -55,17 +56,26 @@ _FLOATS = ("created", "msecs", "relativeCreated")
 _INTS = ("levelno", "lineno", "process", "thread")
 _NONE_IF_TEXT_NONE = ("exc_info", "exc_text", "stack_info", "args", "taskName", "processName", "threadName")
 
-_json = JsonFormat()
+_UTC_JSON = JsonFormat()
 
 
 def parse_ingest(
-    method: str, content_type: str, body: bytes, query: str
+    method: str, content_type: str, body: bytes, query: str, *, tz: _dt.tzinfo = _dt.UTC
 ) -> Iterator[RecordDict | RecordRejected]:
     """Yield each record of a request (or a ``RecordRejected`` for each bad one).
+
+    Args:
+        method: the request method (``GET`` reads the query string as HTTPHandler's form).
+        content_type: the Content-Type header, parameters and all.
+        body: the whole request body.
+        query: the query string, without ``?``.
+        tz: the zone of JSON times written without one (``--assume-timezone``; default UTC).
+            HTTPHandler's form sends ``created`` as epoch seconds, which need none.
 
     Raises:
         ProtocolError: the body as a whole cannot be read (a JSON array that is not JSON).
     """
+    _json = _UTC_JSON if tz is _dt.UTC else JsonFormat(tz)
     ctype = content_type.split(";", 1)[0].strip().lower()
     if method == "GET" or ctype == "application/x-www-form-urlencoded":
         text = query if method == "GET" else body.decode("utf-8", "replace")

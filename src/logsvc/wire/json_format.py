@@ -1,7 +1,8 @@
 """JsonFormat: one JSON object (one line of JSON lines) -> one ``RecordDict``.
 
 Sans-IO: bytes in, a record dict or ``RecordRejected`` out. No clock: a record without a time
-gets no ``created`` key and the store's encoder uses the receive time.
+gets no ``created`` key and the store's encoder uses the receive time. No configuration: the
+zone for times written without one is the constructor's ``tz`` (``--assume-timezone``).
 
 Theory of operation. A record is shaped like ``logging.LogRecord.__dict__`` (``logsvc.record``).
 JSON senders use the stdlib names (python-json-logger) or their own; we keep the object as it
@@ -20,7 +21,9 @@ within a row, and a LogRecord name, when present, always beats its aliases::
     extra       hostname           host                                     str
 
 - Times: ISO 8601 / RFC 3339 (``datetime.fromisoformat``: ``Z``, offsets, a space for ``T``,
-  nanoseconds cut to microseconds; no zone means UTC), or epoch seconds as a number or a
+  nanoseconds cut to microseconds; no zone means the format's ``tz``, UTC unless the server
+  was given ``--assume-timezone``; a time a DST change skips or repeats is read as
+  ``wire.localtime`` says, PostgreSQL's way), or epoch seconds as a number or a
   numeric string. An epoch too large to be seconds is taken as milliseconds (> 1e11, i.e. past
   the year 5138), microseconds (> 1e14) or nanoseconds (> 1e17). ``date`` is Fluent Bit's
   default ``json_date_key``.
@@ -58,6 +61,7 @@ import orjson
 
 from logsvc.errors import RecordRejected
 from logsvc.record import RecordDict
+from logsvc.wire.localtime import local_epoch
 
 __all__ = ["LEVELS", "JsonFormat", "epoch_of", "level_of"]
 
@@ -124,11 +128,12 @@ _WATCHED = _TEXT_FIELDS | frozenset(
 _intersection = _WATCHED.intersection  # iterates the record's keys: faster than keys() & set
 
 
-def epoch_of(value: Any) -> float | None:
+def epoch_of(value: Any, tz: _dt.tzinfo = _UTC) -> float | None:
     """Seconds since the epoch for a JSON time value, or None if it is not a usable time.
 
-    Accepts ISO 8601 strings (no zone means UTC), and epoch numbers or numeric strings in
-    seconds, or in milliseconds, microseconds or nanoseconds when too large to be seconds.
+    Accepts ISO 8601 strings (no zone means ``tz``, read by ``localtime.local_epoch``), and
+    epoch numbers or numeric strings in seconds, or in milliseconds, microseconds or
+    nanoseconds when too large to be seconds.
     """
     t = type(value)
     if t is float or t is int:
@@ -145,11 +150,11 @@ def epoch_of(value: Any) -> float | None:
                 return None
         else:
             try:
-                if d.tzinfo is None:
-                    d = d.replace(tzinfo=_UTC)
-                return d.timestamp()
+                epoch = d.timestamp() if d.tzinfo is not None else local_epoch(d, tz)
             except (ValueError, OverflowError):
                 return None
+            # A time near year 1 or 9999 with an offset can leave the years the store holds.
+            return epoch if _MIN_EPOCH <= epoch <= _MAX_EPOCH else None
     else:
         return None
     ax = abs(x)
@@ -216,9 +221,16 @@ def _lenient_loads(frame: bytes) -> Any:
 
 
 class JsonFormat:
-    """Parses one JSON object per frame into a record dict; see the module docstring."""
+    """Parses one JSON object per frame into a record dict; see the module docstring.
 
-    __slots__ = ()
+    Attributes:
+        tz: the zone of times written without one (``--assume-timezone``; default UTC).
+    """
+
+    __slots__ = ("tz",)
+
+    def __init__(self, tz: _dt.tzinfo = _UTC) -> None:
+        self.tz = tz
 
     def parse(self, frame: bytes) -> RecordDict:
         """Turn one JSON object into a record dict.
@@ -253,7 +265,7 @@ class JsonFormat:
         if "created" in hits:
             created = rec["created"]
             if type(created) is not float:
-                epoch = epoch_of(created)
+                epoch = epoch_of(created, self.tz)
                 if epoch is not None:
                     rec["created"] = epoch
                 # else left as is: the encoder uses the receive time and keeps the original
@@ -261,7 +273,7 @@ class JsonFormat:
         else:
             for key in _TIME_ALIASES:
                 if key in hits:
-                    epoch = epoch_of(rec[key])
+                    epoch = epoch_of(rec[key], self.tz)
                     if epoch is not None:
                         rec["created"] = epoch
                         del rec[key]

@@ -1,7 +1,9 @@
 """Syslog: TCP framing (RFC 6587) and message parsing (RFC 5424, RFC 3164 and what senders send).
 
 Sans-IO: bytes in, frames or record dicts out. No sockets, no clock: RFC 3164 timestamps have
-no year, so the caller tells the format what time it is (``SyslogFormat.now``), once per read.
+no year, so the caller tells the format what time it is (``SyslogFormat.now``), once per read;
+nor zone, so the caller says which zone to read them in (``SyslogFormat(tz=...)``, from
+``--assume-timezone``), once.
 
 Framing (``SyslogFramer``, RFC 6587 section 3.4). Each message on a TCP stream is framed one of
 two ways, and senders may mix them, so the first byte of each message decides::
@@ -49,8 +51,12 @@ Parsing (``SyslogFormat.parse``)::
   ``:`` and a space. A word after the timestamp that is not a TAG is the HOSTNAME. So a stdlib
   message ``"Error: disk full"`` without ident reads as TAG ``Error``: RFC 3164 is ambiguous
   there and rsyslog reads it the same way.
-- RFC 3164 time: no year, no zone. The zone is taken to be UTC. The year is the latest that
-  puts the time no more than 7 days after ``now`` (so Dec 31 received on Jan 1 is last year's,
+- RFC 3164 time: no year, no zone. The zone is the format's ``tz`` (UTC unless the server was
+  given ``--assume-timezone``); a time a DST change skips or repeats is read as
+  ``wire.localtime`` says (the later instant, PostgreSQL's rule). An RFC 5424 or RFC 3339
+  timestamp without an offset, which RFC 5424 forbids, is read in ``tz`` too. The year is the
+  latest that puts the time no more than 7 days after ``now`` (so Dec 31 received on Jan 1 is
+  last year's,
   Jan 1 from a clock running ahead on Dec 31 is next year's, and a replayed log is in the
   past, never months ahead; Vector only handles the first case). With ``now`` unset
   there is no ``created`` (the store uses the receive time) and the original text is kept in
@@ -78,6 +84,7 @@ import re
 from logsvc.errors import ProtocolError, RecordRejected
 from logsvc.record import RecordDict
 from logsvc.wire.buffer import ReceiveBuffer
+from logsvc.wire.localtime import local_epoch
 
 __all__ = ["FACILITY_NAMES", "MAX_SYSLOG_MESSAGE_BYTES", "SEVERITY_NAMES", "SyslogFormat", "SyslogFramer"]
 
@@ -128,7 +135,8 @@ _fromisoformat = _dt.datetime.fromisoformat
 _MIN_EPOCH = -62135596800.0  # years 1..9999, as store/copyfmt.py
 _MAX_EPOCH = 253402300799.0
 # How far after ``now`` an RFC 3164 time may be and still be this year's: the sender's clock
-# may run ahead, and its local time (which we read as UTC) can be up to 14 hours ahead of UTC.
+# may run ahead, and its local time, if its zone is not the one we assume (UTC by default),
+# can be up to 26 hours ahead of ours (UTC+14 against UTC-12).
 _FUTURE_GRACE = 7 * 86400
 _INT64 = 1 << 63
 
@@ -332,12 +340,15 @@ class SyslogFormat:
         now: seconds since the epoch, "now" for RFC 3164 timestamps (which have no year), or
             None. The caller sets it (e.g. once per read, from the receive time); this module
             has no clock.
+        tz: the zone of timestamps written without one: RFC 3164's always, RFC 5424's and
+            RFC 3339's when the offset is missing (``--assume-timezone``; default UTC).
     """
 
-    __slots__ = ("now",)
+    __slots__ = ("now", "tz")
 
-    def __init__(self, now: float | None = None) -> None:
+    def __init__(self, now: float | None = None, *, tz: _dt.tzinfo = _UTC) -> None:
         self.now = now
+        self.tz = tz
 
     def parse(self, frame: bytes, now: float | None = None) -> RecordDict:
         """Turn one syslog message into a record dict.
@@ -370,13 +381,13 @@ class SyslogFormat:
             "syslog_facility": facility,
         }
         text = frame[close + 1 :].decode("utf-8", "replace")
-        if text[:2] == "1 " and _parse_5424(text, rec):
+        if text[:2] == "1 " and _parse_5424(text, rec, self.tz):
             return rec
-        _parse_3164(text, rec, self.now if now is None else now)
+        _parse_3164(text, rec, self.now if now is None else now, self.tz)
         return rec
 
 
-def _parse_5424(text: str, rec: RecordDict) -> bool:
+def _parse_5424(text: str, rec: RecordDict, tz: _dt.tzinfo) -> bool:
     # Fills rec and returns True, or returns False (rec untouched) if this is not RFC 5424.
     parts = text.split(" ", 6)
     if len(parts) < 7:
@@ -399,7 +410,7 @@ def _parse_5424(text: str, rec: RecordDict) -> bool:
         msg = msg[1:]
     rec["msg"] = msg
     if ts != "-":
-        created = _iso_epoch(ts)
+        created = _iso_epoch(ts, tz)
         if created is None:
             rec["syslog_timestamp"] = ts
         else:
@@ -488,14 +499,14 @@ def _parse_sd(s: str) -> tuple[dict[str, dict[str, str | list[str]]], str] | Non
     return None
 
 
-def _parse_3164(text: str, rec: RecordDict, now: float | None) -> None:
+def _parse_3164(text: str, rec: RecordDict, now: float | None, tz: _dt.tzinfo) -> None:
     rest = text
     stamped = False
     if len(text) >= 15 and text[3] == " " and text[:3] in _MONTHS:
         end = _bsd_stamp_end(text)
         if end:
             stamped = True
-            created = _bsd_epoch(text, now)
+            created = _bsd_epoch(text, now, tz)
             if created is None:
                 rec["syslog_timestamp"] = text[:end]
             else:
@@ -504,7 +515,7 @@ def _parse_3164(text: str, rec: RecordDict, now: float | None) -> None:
     elif len(text) >= 19 and text[4] == "-" and text[10] == "T" and text[:4].isdigit():
         sp = text.find(" ")
         stamp = text if sp < 0 else text[:sp]
-        created = _iso_epoch(stamp)
+        created = _iso_epoch(stamp, tz)
         if created is not None:
             stamped = True
             rec["created"] = created
@@ -547,8 +558,10 @@ def _bsd_stamp_end(s: str) -> int:
     return end
 
 
-def _bsd_epoch(s: str, now: float | None) -> float | None:
-    # RFC 3164 time, in UTC, in the latest year that puts it at most _FUTURE_GRACE after now.
+def _bsd_epoch(s: str, now: float | None, tz: _dt.tzinfo) -> float | None:
+    # RFC 3164 time, in tz, in the latest year that puts it at most _FUTURE_GRACE after now
+    # (the year of now is taken in tz too: at 23:00 UTC on Dec 31 it is already next year in
+    # Tokyo).
     if now is None:
         return None
     usec = 0
@@ -557,26 +570,24 @@ def _bsd_epoch(s: str, now: float | None) -> float | None:
         usec = int(frac.ljust(6, "0")) if frac.isdigit() else 0
     fields = (_MONTHS[s[:3]], int(s[4:6]), int(s[7:9]), int(s[10:12]), int(s[13:15]), usec)
     try:
-        year = _dt.datetime.fromtimestamp(now, _UTC).year
+        year = _dt.datetime.fromtimestamp(now, tz).year
     except (ValueError, OverflowError, OSError):
         return None
     latest = now + _FUTURE_GRACE
     for y in range(year + 1, year - 5, -1):  # back to the last Feb 29
         try:
-            t = _dt.datetime(y, *fields, tzinfo=_UTC).timestamp()
-        except ValueError:
+            t = local_epoch(_dt.datetime(y, *fields), tz)
+        except (ValueError, OverflowError):
             continue  # Feb 29 in a common year; or Apr 31, hour 25: none will do
         if t <= latest:
             return t
     return None
 
 
-def _iso_epoch(ts: str) -> float | None:
+def _iso_epoch(ts: str, tz: _dt.tzinfo) -> float | None:
     try:
         d = _fromisoformat(ts)
-        if d.tzinfo is None:
-            d = d.replace(tzinfo=_UTC)
-        t = d.timestamp()
+        t = d.timestamp() if d.tzinfo is not None else local_epoch(d, tz)
     except (ValueError, OverflowError):
         return None
     return t if _MIN_EPOCH < t < _MAX_EPOCH else None
