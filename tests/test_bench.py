@@ -13,7 +13,10 @@ from typing import Any
 
 import pytest
 
-from logsvc.bench import DATAGRAM_FORMATS, DEFAULT_DATAGRAM_RATE, FORMATS, ProcessWatch, wait_settled
+from logsvc.bench.counting import wait_settled
+from logsvc.bench.flood import DEFAULT_DATAGRAM_RATE
+from logsvc.bench.records import DATAGRAM_FORMATS, FORMATS
+from logsvc.bench.service import ProcessWatch
 from tests.helpers import Service, wait_for
 
 pytestmark = pytest.mark.slow

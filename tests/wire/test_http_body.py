@@ -227,9 +227,13 @@ def test_the_format_bound_is_never_below_the_formatted_length(
 ) -> None:
     msg = "".join(pieces)
     bound = _format_bound(msg, value)
+    if bound is None:
+        # Not formatted by parse_ingest; nor here: "%*d" with a width of 10**9 from the args is
+        # exactly the allocation this guards against (the thorough profile found one, and the
+        # test process was killed for memory before the bound was consulted).
+        return
     try:
         out = msg % value
     except (TypeError, ValueError, KeyError, OverflowError):
         return
-    if bound is not None:
-        assert len(out) <= bound
+    assert len(out) <= bound

@@ -13,8 +13,10 @@ documented handle on the undecorated function) with that module's strategies, so
 copy of each property. Under the thorough profile the originals already run this many examples
 and these are skipped. ``-m "not slow"`` skips them for a quick loop.
 
-Time measured on the 2-core development machine: see the ``make test`` note in the report of
-issue 10 (about a minute for the whole module).
+Cost, measured on the shared 2-core development machine: 73 s for the six (38 000 examples
+in all), which is what this module adds to ``make test``. Under the thorough profile every
+wire property runs 20 times its count: ``pytest tests/wire --hypothesis-profile=thorough``
+took 7 minutes there.
 """
 
 from __future__ import annotations
