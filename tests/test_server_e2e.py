@@ -195,3 +195,55 @@ def test_a_corrupt_journal_block_is_reported_and_every_intact_record_shipped(
     assert "10 records lost" in svc.log()
     # The lost seqs were committed past, so shutdown found nothing left to wait for.
     assert "Everything is in PostgreSQL" in svc.log()
+
+
+def test_assume_timezone_reaches_every_sender_of_naive_times(tmp_path: Path, dsn: str, schema: str) -> None:
+    import json as _json
+    import re
+    import socket
+    import urllib.request
+
+    svc = Service(
+        tmp_path / "data",
+        dsn,
+        schema,
+        "--assume-timezone",
+        "Asia/Tokyo",
+        "--listen-json",
+        "127.0.0.1:0",
+        "--listen-syslog",
+        "127.0.0.1:0",
+        "--listen-http",
+        "127.0.0.1:0",
+    ).start()
+    try:
+        log = svc.log()
+
+        def port(what: str) -> int:
+            m = re.search(r"Listening on 127\.0\.0\.1:(\d+) \(" + re.escape(what), log)
+            assert m, log
+            return int(m.group(1))
+
+        with socket.create_connection(("127.0.0.1", port("JSON lines"))) as s:
+            s.sendall(b'{"time": "2026-11-28T06:00:00", "logger": "json", "message": "naive"}\n')
+        with socket.create_connection(("127.0.0.1", port("syslog over TCP"))) as s:
+            s.sendall(b"<14>Nov 28 06:00:00 host syslog: naive\n")
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port('HTTP: POST')}/ingest",
+            data=_json.dumps({"time": "2026-11-28T06:00:00", "logger": "http", "message": "naive"}).encode(),
+            headers={"Content-Type": "application/x-ndjson"},
+            method="POST",
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            assert resp.status == 200
+        wait_for(lambda: counts(dsn, schema)[0] == 3, 30, "three records")
+        assert svc.stop() == 0
+    finally:
+        svc.kill()
+    with psycopg.connect(dsn) as c:
+        got = c.execute(
+            f"SELECT logger, to_char(created AT TIME ZONE 'UTC', 'MM-DD HH24:MI') "
+            f"FROM {schema}.records ORDER BY 1"
+        ).fetchall()
+    # 06:00 in Tokyo (UTC+9) is 21:00 UTC the day before; the syslog year is inferred.
+    assert got == [("http", "11-27 21:00"), ("json", "11-27 21:00"), ("syslog", "11-27 21:00")]

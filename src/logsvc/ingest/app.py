@@ -14,6 +14,7 @@ is answered ``503`` with ``Retry-After`` at once; one already being written wait
 
 from __future__ import annotations
 
+import datetime
 import time
 from collections.abc import Callable, Iterator
 from itertools import islice
@@ -45,8 +46,10 @@ class HttpApp:
         figures: Callable[[], ops.Figures],
         stopping: Callable[[], bool],
         reactor: Reactor,
+        tz: datetime.tzinfo = datetime.UTC,
     ) -> None:
         self._reactor = reactor
+        self._tz = tz  # --assume-timezone: for times sent without a zone
         self._writer = writer
         self._metrics = metrics
         self._registry = registry
@@ -83,7 +86,9 @@ class HttpApp:
         if self._stopping() or not writer.accepting:
             why = "the service is stopping" if self._stopping() else f"{writer.reason}; retry later"
             return Response.json(503, {"error": why}, [("Retry-After", "1")])
-        items = parse_ingest(req.method, req.headers.get("content-type", ""), req.body, req.query)
+        items = parse_ingest(
+            req.method, req.headers.get("content-type", ""), req.body, req.query, tz=self._tz
+        )
         self._continue(_Job(conn, items, time.time()))
         return None
 

@@ -300,7 +300,8 @@ class Intake:
     def _stream(self, sock: socket.socket, peer: str, kind: str) -> StreamConnection:
         cap = self.settings.max_frame_bytes
         if kind == "json":
-            return StreamConnection(self, sock, peer, kind, Decoder(LineFramer(cap), JsonFormat()))
+            reader = JsonFormat(tz=self.settings.assume_timezone)
+            return StreamConnection(self, sock, peer, kind, Decoder(LineFramer(cap), reader))
         if kind == "syslog":
             fmt = self.syslog_format()
             return StreamConnection(
@@ -312,7 +313,7 @@ class Intake:
 
     def syslog_format(self) -> SyslogFormat:
         """A syslog format as this service reads it (one per connection or UDP socket)."""
-        return SyslogFormat()
+        return SyslogFormat(tz=self.settings.assume_timezone)
 
     def _refuse(self, sock: socket.socket, peer: str, reason: str, why: str) -> None:
         self.metrics.connections_refused[reason] += 1
