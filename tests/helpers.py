@@ -63,8 +63,10 @@ class Service:
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise AssertionError(f"logsvc exited with {self.proc.returncode}:\n{self.log()}")
-            m = re.search(r"Listening on 127\.0\.0\.1:(\d+)", self.log())
-            if m:
+            log = self.log()
+            m = re.search(r"Listening on 127\.0\.0\.1:(\d+)", log)
+            # The metrics listener is bound last: once it is logged, every port is in the log.
+            if m and "(HTTP: /metrics" in log:
                 found.append(int(m.group(1)))
             return bool(found)
 

@@ -17,7 +17,10 @@ pytestmark = pytest.mark.slow
 
 
 def http_port(svc: Service, what: str = "HTTP: POST /ingest") -> int:
-    m = re.search(r"Listening on 127\.0\.0\.1:(\d+) \(" + re.escape(what), svc.log())
+    pattern = re.compile(r"Listening on 127\.0\.0\.1:(\d+) \(" + re.escape(what))
+    # Service.start returns once the first listener is logged; the others follow it.
+    wait_for(lambda: pattern.search(svc.log()) is not None, 10, f"the {what} listener")
+    m = pattern.search(svc.log())
     assert m, svc.log()
     return int(m.group(1))
 
