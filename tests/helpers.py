@@ -16,6 +16,8 @@ from pathlib import Path
 
 import psycopg
 
+from logsvc.loop import Reactor
+
 
 def wait_for(cond: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:
     """Poll ``cond`` until true; fail the test with ``what`` after ``timeout`` seconds."""
@@ -202,3 +204,12 @@ def seq_runs(dsn: str, schema: str) -> int:
         ).fetchone()
     assert row is not None
     return int(row[0])
+
+
+def run_until(r: Reactor, cond: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Turn the reactor until ``cond`` holds; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not reached within {timeout:.1f} s")
+        r.run_once(max_timeout=0.05)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -22,13 +21,7 @@ from logsvc.loop import Reactor
 from logsvc.metrics import Metrics
 from logsvc.store.copyfmt import RowEncoder
 from logsvc.store.sink import PgSink
-
-
-def run_until(r: Reactor, cond: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        r.run_once(max_timeout=0.05)
+from tests.helpers import run_until
 
 
 class Service:

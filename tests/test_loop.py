@@ -6,19 +6,12 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from logsvc import loop as L
-
-
-def run_until(r: L.Reactor, cond: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not reached within {timeout:.1f} s")
-        r.run_once(max_timeout=0.05)
+from tests.helpers import run_until
 
 
 @pytest.fixture
@@ -35,7 +28,7 @@ def test_timers_fire_in_deadline_order_and_cancelled_ones_never(reactor: L.React
     t = reactor.call_later(0.02, lambda: fired.append("cancelled"))
     reactor.call_later(0.01, lambda: fired.append("b"))  # same deadline order: insertion order
     reactor.cancel(t)
-    run_until(reactor, lambda: len(fired) == 3)
+    run_until(reactor, lambda: len(fired) == 3, timeout=5.0)
     assert fired == ["a", "b", "c"]
 
 
@@ -73,9 +66,9 @@ def test_edge_triggered_reader_that_drains_sees_all_data(reactor: L.Reactor) -> 
 
     reactor.register(a.fileno(), L.EPOLLIN | L.EPOLLET, on_read)
     b.sendall(b"x" * 1000)
-    run_until(reactor, lambda: len(got) == 1000)
+    run_until(reactor, lambda: len(got) == 1000, timeout=5.0)
     b.sendall(b"y" * 10)
-    run_until(reactor, lambda: len(got) == 1010)
+    run_until(reactor, lambda: len(got) == 1010, timeout=5.0)
     a.close()
     b.close()
 
@@ -113,7 +106,7 @@ def test_a_failing_handler_does_not_stop_the_loop(
     reactor.register(c.fileno(), L.EPOLLIN | L.EPOLLET, good)
     b.send(b"1")
     d.send(b"ok")
-    run_until(reactor, lambda: seen == ["ok"])
+    run_until(reactor, lambda: seen == ["ok"], timeout=5.0)
     assert "boom" in caplog.text
     for s in (a, b, c, d):
         s.close()
@@ -123,7 +116,7 @@ def test_signal_wakes_the_poll_and_runs_the_callback_in_the_loop(reactor: L.Reac
     got: list[int] = []
     reactor.add_signal_handler(signal.SIGUSR1, got.append)
     reactor.call_later(0.05, lambda: os.kill(os.getpid(), signal.SIGUSR1))
-    run_until(reactor, lambda: got == [signal.SIGUSR1])
+    run_until(reactor, lambda: got == [signal.SIGUSR1], timeout=5.0)
 
 
 def test_close_restores_the_previous_signal_handler() -> None:

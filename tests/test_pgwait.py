@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -15,6 +15,7 @@ from logsvc import loop as L
 from logsvc.errors import StoreError
 from logsvc.pgwait import PgDriver
 from logsvc.store import pgproto
+from tests.helpers import run_until
 
 
 @pytest.fixture
@@ -53,14 +54,6 @@ class Outcome:
         self.error, self.at = exc, time.monotonic()
 
 
-def run_until(r: L.Reactor, cond: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not reached within {timeout:.1f} s")
-        r.run_once(max_timeout=0.05)
-
-
 def connected(dsn: str) -> Any:
     conn = pgproto.run_blocking(pgproto.connect(dsn))
     conn.notice_handler = lambda res: None  # the ticks below are notices; keep stderr quiet
@@ -78,7 +71,7 @@ def test_a_server_that_accepts_and_says_nothing_times_out_the_connect(
     started = time.monotonic()
     driver.start(pgproto.connect(dsn), out.ok, out.fail)
     assert driver.busy
-    run_until(reactor, lambda: out.done, 5.0)
+    run_until(reactor, lambda: out.done, timeout=5.0)
     assert isinstance(out.error, StoreError) and out.error.reason == "timeout", out.error
     # libpq's own connect_timeout (60 s) plays no part on the non-blocking path: the driver's does.
     assert 0.3 <= out.at - started < 1.5
@@ -99,13 +92,13 @@ def test_the_deadline_is_on_silence_not_on_the_length_of_the_step(reactor: L.Rea
         out = Outcome()
         started = time.monotonic()
         driver.start(pgproto.execute(conn, ticking), out.ok, out.fail)
-        run_until(reactor, lambda: out.done)
+        run_until(reactor, lambda: out.done, timeout=10.0)
         assert out.error is None and out.at - started >= 0.6
         # One silence of 1.2 s: given up after 0.5 s.
         out = Outcome()
         started = time.monotonic()
         driver.start(pgproto.execute(conn, "SELECT pg_sleep(1.2)"), out.ok, out.fail)
-        run_until(reactor, lambda: out.done)
+        run_until(reactor, lambda: out.done, timeout=10.0)
         assert isinstance(out.error, StoreError) and out.error.reason == "timeout"
         assert 0.5 <= out.at - started < 1.1
         driver.forget()
@@ -123,11 +116,11 @@ def test_a_step_may_be_given_a_longer_allowance_of_its_own(reactor: L.Reactor, d
             pgproto.execute(conn, "SELECT pg_sleep(0.5)"), out.ok, out.fail, timeout=lambda: allowance[0]
         )
         allowance[0] = 2.0  # asked again when the first 0.2 s have passed (as _connect does)
-        run_until(reactor, lambda: out.done)
+        run_until(reactor, lambda: out.done, timeout=10.0)
         assert out.error is None
         out = Outcome()
         driver.start(pgproto.execute(conn, "SELECT pg_sleep(0.3)"), out.ok, out.fail, timeout=0)
-        run_until(reactor, lambda: out.done)
+        run_until(reactor, lambda: out.done, timeout=10.0)
         assert out.error is None  # 0: no deadline
         driver.forget()
     finally:
@@ -143,7 +136,7 @@ def test_a_loop_turn_that_ran_late_does_not_blame_postgresql(reactor: L.Reactor,
         # The loop is busy elsewhere for 0.6 s: the answer (after 0.1 s) waits in the socket, and
         # the next turn serves the due timer before epoll's event.
         time.sleep(0.6)
-        run_until(reactor, lambda: out.done)
+        run_until(reactor, lambda: out.done, timeout=10.0)
         assert out.error is None and driver.timeouts == 0
         driver.forget()
     finally:
@@ -157,16 +150,16 @@ def test_an_idle_connection_the_server_closes_is_noticed_at_once(reactor: L.Reac
         driver = PgDriver(reactor, idle=lambda: pgproto.watch_idle(conn), on_idle_error=lost.append)
         out = Outcome()
         driver.start(pgproto.execute(conn, "SELECT 1"), out.ok, out.fail)
-        run_until(reactor, lambda: out.done)
+        run_until(reactor, lambda: out.done, timeout=10.0)
         assert out.error is None and not driver.busy  # the idle watch runs, but is not a step
         # A step preempts the idle watch, and the watch comes back after it.
         out = Outcome()
         driver.start(pgproto.execute(conn, "SELECT 2"), out.ok, out.fail)
-        run_until(reactor, lambda: out.done)
+        run_until(reactor, lambda: out.done, timeout=10.0)
         assert out.value[0].get_value(0, 0) == b"2"
         with psycopg.connect(dsn, autocommit=True) as other:
             other.execute("SELECT pg_terminate_backend(%s)", [conn.backend_pid])
-        run_until(reactor, lambda: bool(lost), 5.0)
+        run_until(reactor, lambda: bool(lost), timeout=5.0)
         assert isinstance(lost[0], StoreError) and lost[0].reason == "connection"
         driver.forget()
     finally:
@@ -182,7 +175,7 @@ def test_the_idle_watch_has_no_deadline(reactor: L.Reactor, dsn: str) -> None:
         )
         out = Outcome()
         driver.start(pgproto.execute(conn, "SELECT 1"), out.ok, out.fail)
-        run_until(reactor, lambda: out.done)
+        run_until(reactor, lambda: out.done, timeout=10.0)
         deadline = time.monotonic() + 0.4
         while time.monotonic() < deadline:
             reactor.run_once(max_timeout=0.05)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +24,7 @@ from logsvc.store import pgproto
 from logsvc.store.copyfmt import COLUMN_NAMES, RowEncoder
 from logsvc.store.deadletter import DeadLetter, decode_row, read_entries
 from logsvc.store.sink import IDLE, ISOLATING, ROWS_REJECTED, PgSink, classify
-
-
-def run_until(r: Reactor, cond: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        r.run_once(max_timeout=0.05)
+from tests.helpers import run_until
 
 
 def run_for(r: Reactor, seconds: float) -> None:

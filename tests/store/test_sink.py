@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -14,13 +14,7 @@ from logsvc.loop import Reactor
 from logsvc.metrics import Metrics
 from logsvc.store.copyfmt import RowEncoder
 from logsvc.store.sink import IDLE, SHIPPING, PgSink
-
-
-def run_until(r: Reactor, cond: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        r.run_once(max_timeout=0.05)
+from tests.helpers import run_until
 
 
 class Rig:
