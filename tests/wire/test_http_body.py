@@ -12,7 +12,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from logsvc.errors import ProtocolError, RecordRejected
@@ -222,6 +222,8 @@ _ARG_VALUES = st.recursive(
     st.lists(_ARG_VALUES | st.integers(-30, 30), max_size=8).map(tuple)
     | st.dictionaries(st.sampled_from(["a", "b", "a(b)"]), _ARG_VALUES, max_size=3),
 )
+@example(["%*d"], (10**9, 1))  # the thorough profile's find: a gigabyte if formatted unchecked
+@example(["%(a)s"] * 50, {"a": "x" * 30})
 def test_the_format_bound_is_never_below_the_formatted_length(
     pieces: list[str], value: tuple[Any, ...] | dict[str, Any]
 ) -> None:
