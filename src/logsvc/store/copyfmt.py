@@ -205,8 +205,13 @@ class RowEncoder:
         Args:
             rec: a decoded record dict (``logsvc.record``).
             seq: the journal sequence number this record will have.
-            peer: where it came from, for the ``peer`` column (already plain text).
+            peer: where it came from, for the ``peer`` column (already plain text; cut past
+                ``MAX_FIELD_CHARS`` like any text column).
             received_ts: ``self.timestamp(receive time)``, formatted once per read by the caller.
+
+        Returns:
+            The row: at most ``MAX_ROW_BYTES``, whatever ``rec`` holds (values over their caps
+            are cut, marked and counted in ``stats.truncated_fields``).
         """
         # Fast path, for records shaped the way the stdlib makes them: every standard key
         # present, text fields str or None with nothing to escape, numbers ints, a sane
