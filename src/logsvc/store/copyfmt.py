@@ -126,7 +126,7 @@ _TEXT_CAPS = (
     MAX_TRACE_CHARS,  # stack_info
     MAX_FIELD_CHARS,  # peer
 )
-# The longest row ``RowEncoder.encode`` can return (8 MiB and about 600 bytes), for the journal
+# The longest row ``RowEncoder.encode`` can return (8 MiB and 1,943 bytes), for the journal
 # writer: text columns at their caps plus a marker, 4 bytes a character; extra; seq (a u64),
 # two timestamps (``timestamp()`` writes at most 32 characters; ``received_ts`` must come from
 # it), four 64-bit integers, the tabs and the newline. A test encodes the worst records.
