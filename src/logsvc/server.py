@@ -201,7 +201,7 @@ class Server:
             loop_handler_errors=r.handler_errors,
             encode_replaced_chars=enc.replaced_chars,
             encode_coerced_fields=enc.bad_fields,
-            encode_truncated_fields=getattr(enc, "truncated_fields", 0),
+            encode_truncated_fields=enc.truncated_fields,
         )
 
     # -- timers ----------------------------------------------------------------------------
