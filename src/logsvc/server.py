@@ -151,11 +151,11 @@ class Server:
             )
         if report.seq_jump:
             log.warning(
-                "Journal: the last stop was not clean; numbering continues at seq %d, past the %d "
-                "seqs reserved before it (seq.reserved), so none that may have been shipped is "
+                "Journal: the last stop was not clean; numbering jumps by %d to seq %d, past every "
+                "seq reserved before it (seq.reserved), so none that may have been shipped is "
                 "handed out again. The gap holds no records.",
-                self.journal.next_seq,
                 report.seq_jump,
+                self.journal.next_seq,
             )
         for path, start, end, lost in report.corrupt:
             log.error(
