@@ -18,6 +18,7 @@ Scenarios:
            while PostgreSQL is unreachable; then PostgreSQL comes back
   corrupt  three blocks journaled while PostgreSQL is unreachable; a byte of the middle one
            flips on disk; then PostgreSQL becomes reachable
+  embedded serve without --dsn; its embedded PostgreSQL's postmaster is SIGKILLed; 100 records
 """
 
 # Copyright (c) logsvc developers
@@ -56,12 +57,12 @@ def wait(cond: Callable[[], bool], timeout: float) -> bool:
 
 
 class Serve:
-    def __init__(self, src: str, data: Path, dsn: str, schema: str, *args: str) -> None:
+    def __init__(self, src: str, data: Path, dsn: str | None, schema: str, *args: str) -> None:
         self.log_path = data.parent / f"serve-{uuid.uuid4().hex[:6]}.log"
         env = dict(os.environ, PYTHONPATH=src)
         cmd = [sys.executable, "-m", "logsvc", "serve", "--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0",
-               "--dsn", dsn, "--schema", schema, "--data-dir", str(data), "--batch-max-age", "50ms",
-               "--stats-interval", "0", *args]  # fmt: skip
+               *(["--dsn", dsn] if dsn else []), "--schema", schema, "--data-dir", str(data),
+               "--batch-max-age", "50ms", "--stats-interval", "0", *args]  # fmt: skip
         self.out = open(self.log_path, "wb")  # closed in stop() / kill()
         self.proc = subprocess.Popen(cmd, stdout=self.out, stderr=subprocess.STDOUT, env=env)
         if not wait(lambda: "(HTTP: /metrics" in self.log() or self.proc.poll() is not None, 60):
@@ -271,11 +272,32 @@ def scenario_corrupt(src: str, tmp: Path, dsn: str, schema: str) -> str:
         svc.kill()
 
 
+def scenario_embedded(src: str, tmp: Path, dsn: str, schema: str) -> str:
+    data = tmp / "data"
+    svc = Serve(src, data, None, schema)  # no --dsn: the embedded PostgreSQL under data/pg
+    try:
+        m = re.search(r"psql '([^']+)'", svc.log())
+        assert m, svc.log()
+        embedded = m.group(1)
+        send(svc.port("SocketHandler"), 100, "before")
+        wait(lambda: stored(embedded, schema, "before") == 100, 20)
+        postmaster = int((data / "pg" / "postmaster.pid").read_text().split()[0])
+        os.kill(postmaster, signal.SIGKILL)
+        send(svc.port("SocketHandler"), 100, "after")
+        wait(lambda: stored(embedded, schema, "after") == 100, 20)
+        n = stored(embedded, schema, "after")
+        return (f"postmaster SIGKILLed; records sent after it: 100, stored within 20 s: {n}; "
+                f"/readyz: {svc.readyz()}; SIGTERM: {svc.stop()}")  # fmt: skip
+    finally:
+        svc.kill()
+
+
 SCENARIOS = {
     "form": scenario_form,
     "ndjson": scenario_ndjson,
     "tail": scenario_tail,
     "corrupt": scenario_corrupt,
+    "embedded": scenario_embedded,
 }
 
 
@@ -295,8 +317,9 @@ def main() -> int:
             try:
                 print(f"{name}: {SCENARIOS[name](args.src, Path(tmp), args.dsn, schema)}", flush=True)
             finally:
-                with psycopg.connect(args.dsn, autocommit=True) as c:
-                    c.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+                if name != "embedded":  # that one's database went with its temporary directory
+                    with psycopg.connect(args.dsn, autocommit=True) as c:
+                        c.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
     return 0
 
 
