@@ -5,10 +5,13 @@ Usage: python bench/reliability.py [--json] [--keep FILE] [-- PYTEST_ARGS...]
 Runs ``pytest -m faults`` (every test in ``tests/faults``) with ``LOGSVC_RELIABILITY_OUT``
 set to a temporary file. Each fault test appends one JSON line there (see
 ``tests/faults/conftest.py``): the fault, what was done, records sent, stored, lost and
-duplicated, counted from the tags every client puts on its records, the service's peak RSS
-(VmHWM, read just before it was stopped), and figures of its own. The rows are then printed
-as a markdown table, or as JSON with ``--json``. Tests that report no row (the other tests
-in the folder) only count towards pass/fail.
+duplicated, counted from the tags every client puts on its records; what the service said
+it read, from its own /metrics and exit line, over every process of the test, and so what
+it lost itself; the service's peak RSS (VmHWM, read just before it was stopped), and
+figures of its own. The rows are then printed as a markdown table, or as JSON with
+``--json``. A read count marked "≥" is a lower bound: a process of that test was SIGKILLed,
+and what it read after its last /metrics answer is not counted. Tests that report no row
+(the other tests in the folder) only count towards pass/fail.
 
 The database is the tests' own: ``LOGSVC_TEST_DSN``, or an embedded PostgreSQL when unset.
 The exit status is pytest's, so a failing fault test fails the script, and its row (if it
@@ -34,6 +37,7 @@ COLUMNS = (
     "fault",
     "what was done",
     "sent",
+    "read by logsvc",
     "stored",
     "never accepted (stock client)",
     "destroyed by the fault",
@@ -78,19 +82,34 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def _measured(v: Any, exact: bool) -> str:
+    """A figure from the service's read count: "n/a" if it had none, "≥ n" if a lower bound."""
+    if v is None:
+        return "n/a"
+    return _number(v) if exact else f"≥ {_number(v)}"
+
+
+def _stored(r: dict[str, Any]) -> str:
+    """The clients' rows, plus those of the test's other connections (an attacker's) if any."""
+    other = r.get("stored_other", 0)
+    return _number(r["stored"]) + (f" + {_number(other)} other" if other else "")
+
+
 def markdown(rows: list[dict[str, Any]]) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for r in rows:
         figures = "; ".join(f"{k.replace('_', ' ')}: {_number(v)}" for k, v in r.get("figures", {}).items())
         fault = r["fault"] if r.get("outcome", "passed") == "passed" else f"{r['fault']} (**{r['outcome']}**)"
+        exact = r.get("read_exact", True)
         cells = [
             fault,
             r["done"],
             _number(r["sent"]),
-            _number(r["stored"]),
+            _measured(r.get("read"), exact),
+            _stored(r),
             _number(r.get("not_accepted", 0)),
             _number(r.get("destroyed", 0)),
-            _number(r.get("lost_by_logsvc", r["lost"])),
+            _measured(r.get("lost_by_logsvc"), exact),
             _number(r["duplicated"]),
             _number(r["peak_rss_mb"]),
             figures,

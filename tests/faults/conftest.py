@@ -10,6 +10,13 @@ service's peak RSS and figures of its own. When ``LOGSVC_RELIABILITY_OUT`` names
 row is appended to it as one JSON line, with the test's outcome and duration; otherwise rows
 go nowhere. ``bench/reliability.py`` runs the suite and prints the rows as the table of
 ``docs/reliability.md``.
+
+"Lost by logsvc" is measured, not derived: what the service said it read, over every
+``serve`` process of the test, minus every row of the test's schema, minus what the test
+destroyed itself. For that the autouse ``service_reads`` fixture hooks ``Service.start``,
+``stop`` and ``kill`` for the test's duration: each process is followed on its /metrics from
+its start (``helpers.ServiceReads``), a SIGKILL is sent right after it answers, and a
+stopped one's count is the "read=" of its last log line.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import tempfile
 import time
 from collections.abc import Generator, Iterator
@@ -25,7 +33,8 @@ from typing import Any
 
 import pytest
 
-from tests.faults.helpers import Tally
+from tests.faults.helpers import ServiceReads, Tally
+from tests.helpers import Service
 
 RELIABILITY_OUT = "LOGSVC_RELIABILITY_OUT"
 _HERE = Path(__file__).resolve().parent
@@ -51,11 +60,43 @@ def pytest_runtest_makereport(
     return report
 
 
+@pytest.fixture(autouse=True)
+def service_reads(monkeypatch: pytest.MonkeyPatch) -> Iterator[ServiceReads]:
+    """Every ``Service`` the test starts is followed: what each of its processes read.
+
+    A test that must not have an extra connection open to the service (one that counts its
+    connections, or fills ``--max-connections``) sets ``service_reads.follow = False``
+    before it starts one: that service is then scraped once, when the row is made.
+    """
+    reads = ServiceReads()
+    start, stop, kill = Service.start, Service.stop, Service.kill
+
+    def tracked_start(self: Service, *args: Any, **kwargs: Any) -> Service:
+        started = start(self, *args, **kwargs)
+        reads.started(self)
+        return started
+
+    def tracked_stop(self: Service, signum: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        return reads.stop(self, lambda: stop(self, signum, timeout), killed=signum == signal.SIGKILL)
+
+    def tracked_kill(self: Service) -> None:
+        reads.kill(self, lambda: kill(self))
+
+    monkeypatch.setattr(Service, "start", tracked_start)
+    monkeypatch.setattr(Service, "stop", tracked_stop)
+    monkeypatch.setattr(Service, "kill", tracked_kill)
+    try:
+        yield reads
+    finally:
+        reads.close()
+
+
 class ReliabilityRow:
     """Collects the one row a fault test reports; the fixture writes it out at teardown."""
 
-    def __init__(self, test: str) -> None:
+    def __init__(self, test: str, reads: ServiceReads) -> None:
         self.test = test
+        self.reads = reads
         self.row: dict[str, Any] | None = None
         self._started = time.monotonic()
 
@@ -67,10 +108,16 @@ class ReliabilityRow:
         tally: Tally,
         peak_rss_mb: float,
         figures: dict[str, float | int | str] | None = None,
-        not_accepted: int = 0,
+        not_accepted: int | None = None,
         destroyed: int = 0,
-    ) -> None:
-        """Record the row. Call it before the test's assertions, so a failure still reports.
+    ) -> dict[str, Any]:
+        """Record the row and return it. Call it before the test's assertions, so a failure still reports.
+
+        "Lost by logsvc" is what the service said it read (``ServiceReads``, every process of
+        the test) minus every row of the test's schema (its clients' and any other
+        connection's) minus ``destroyed``. It is exact unless a process was SIGKILLed: then
+        it is a lower bound (``read_exact`` False), since what that process read after its
+        last answer and never journaled cannot be counted.
 
         Args:
             fault: what broke, in a few words ("PostgreSQL outage").
@@ -81,30 +128,44 @@ class ReliabilityRow:
             not_accepted: of the lost, records the service never had: dropped by a stock
                 client (no connection, or a send that timed out) or in flight in TCP when
                 the connection was cut. The acking client handler is to bring this to 0.
+                By default, what is missing that logsvc did not lose and the fault did not
+                destroy: where the tagged clients are all the traffic, sent minus read.
             destroyed: of the lost, records the fault itself destroyed (journal bytes the
                 test overwrote), reported by the service.
+
+        Returns:
+            The row (``lost_by_logsvc`` None if a process had no count).
         """
+        read, exact = self.reads.total()
+        lost_by_logsvc = None if read is None else read - tally.rows - tally.other_rows - destroyed
+        if not_accepted is None:
+            not_accepted = max(0, tally.lost - destroyed - max(0, lost_by_logsvc or 0))
         self.row = {
             "fault": fault,
             "done": done,
             "sent": tally.sent,
+            "read": read,
+            "read_exact": exact,
             "stored": tally.rows,
+            "stored_other": tally.other_rows,
             "lost": tally.lost,
             "not_accepted": not_accepted,
             "destroyed": destroyed,
-            "lost_by_logsvc": tally.lost - not_accepted - destroyed,
+            "lost_by_logsvc": lost_by_logsvc,
             "duplicated": tally.duplicated,
             "unexpected": tally.unexpected,
             "peak_rss_mb": round(peak_rss_mb, 1),
             "figures": dict(figures or {}),
+            "lifetimes": [lt.describe() for lt in self.reads.lifetimes],
             "test": self.test,
         }
+        return self.row
 
 
 @pytest.fixture
-def reliability_row(request: pytest.FixtureRequest) -> Iterator[ReliabilityRow]:
+def reliability_row(request: pytest.FixtureRequest, service_reads: ServiceReads) -> Iterator[ReliabilityRow]:
     """Call it once with the test's figures; appended to ``$LOGSVC_RELIABILITY_OUT`` if set."""
-    row = ReliabilityRow(request.node.nodeid)
+    row = ReliabilityRow(request.node.nodeid, service_reads)
     yield row
     out = os.environ.get(RELIABILITY_OUT)
     if not out or row.row is None:

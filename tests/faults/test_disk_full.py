@@ -111,7 +111,7 @@ def test_a_full_journal_disk_pauses_reads_loses_nothing_and_resumes(
         svc.kill()
     t = tally(dsn, schema, "disk", clients.sent)
     m = re.search(r"Journal writes work again after ([0-9.]+) s", svc.log())
-    reliability_row(
+    row = reliability_row(
         fault="journal disk full",
         done=f"the journal's {TMPFS_BYTES >> 20} MiB tmpfs filled to the last byte under load "
         f"({PROCS} stock clients), freed 2 s later",
@@ -127,6 +127,7 @@ def test_a_full_journal_disk_pauses_reads_loses_nothing_and_resumes(
     # timeout) is theirs; everything the service read is stored, once.
     assert t.duplicated == 0 and t.unexpected == 0 and t.seq_duplicates == 0
     assert t.lost == sum(clients.dropped), t
+    assert row["lost_by_logsvc"] == 0 and row["read_exact"]
     assert "Pausing reads from all clients" in svc.log()
     journal = Journal(small_disk)
     try:

@@ -24,6 +24,7 @@ from logsvc.journal import BlockInfo, scan
 from tests.faults.conftest import ReliabilityRow
 from tests.faults.helpers import (
     ClientPlan,
+    FinalCounts,
     TaggedClients,
     corrupt_lines,
     final_counts,
@@ -118,7 +119,7 @@ def test_a_flipped_block_and_a_torn_tail_are_reported_and_every_intact_record_sh
     reported = corrupt_lines(log)
     reported_lost = sum(lost for *_, lost in reported)
     torn = torn_tail_bytes(log)
-    reliability_row(
+    row = reliability_row(
         fault="Journal corruption",
         done=(
             f"{sum(sent):,} records journaled with PostgreSQL unreachable ({len(segments)} segments of "
@@ -154,4 +155,6 @@ def test_a_flipped_block_and_a_torn_tail_are_reported_and_every_intact_record_sh
     # the torn block, whose records the log counts from its surviving header.
     assert torn_tail_records(log) == [len(torn_seqs)]
     assert t.lost == sum(sent) - t.rows == reported_lost + len(torn_seqs)
-    assert final_counts(log) == (0, len(intact))
+    assert final_counts(log) == FinalCounts(read=0, journaled=0, stored=len(intact))
+    # Both processes: the first read every record, the second none; the test destroyed the rest.
+    assert row["lost_by_logsvc"] == 0 and row["read"] == sum(sent)
