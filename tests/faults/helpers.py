@@ -47,7 +47,7 @@ from typing import Any
 import psycopg
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import Service
+from tests.helpers import Service, counts, wait_for
 
 LOGGER = "faults"
 MESSAGE = "[%06d] log message %08d"
@@ -540,3 +540,20 @@ class ServiceReads:
         for follower in self._running.values():
             follower.close()
         self._running.clear()
+
+
+def finish_load(
+    svc: Service, clients: TaggedClients, dsn: str, schema: str, after_s: float = 2.0
+) -> tuple[list[int], int]:
+    """Keep the load on ``after_s`` more seconds, stop the clients, wait until every record they
+    did not drop themselves is stored, and stop the service (exit 0).
+
+    Returns what each client sent and how many the stock clients dropped themselves.
+    """
+    time.sleep(after_s)
+    clients.stop()
+    sent = clients.sent
+    dropped = sum(clients.dropped)
+    wait_for(lambda: counts(dsn, schema)[0] >= sum(sent) - dropped, 120, "the backlog to be shipped")
+    assert svc.stop() == 0
+    return sent, dropped

@@ -23,7 +23,7 @@ import pytest
 
 from logsvc import embedded
 from tests.faults.conftest import ReliabilityRow
-from tests.faults.helpers import ClientPlan, TaggedClients, connected_lines, logged_at, tally
+from tests.faults.helpers import ClientPlan, TaggedClients, connected_lines, finish_load, logged_at, tally
 from tests.helpers import Service, counts, wait_for
 
 CLIENTS = 3
@@ -70,12 +70,7 @@ def test_embedded_postgresql_killed_under_load_is_restarted_and_nothing_is_lost_
         reconnected_s = time.monotonic() - killed_at
         second = embedded.postmaster_pid(pgdata)
         assert second is not None and second != first
-        time.sleep(2.0)  # load after the restart too
-        clients.stop()
-        sent = clients.sent
-        dropped = sum(clients.dropped)
-        wait_for(lambda: counts(dsn, SCHEMA)[0] >= sum(sent) - dropped, 120, "the backlog to be shipped")
-        assert svc.stop() == 0
+        sent, dropped = finish_load(svc, clients, dsn, SCHEMA)  # load after the restart too
     finally:
         clients.kill()
         svc.kill()
