@@ -40,27 +40,47 @@ Parsing (``SyslogFormat.parse``)::
     stdlib    <PRI>MSG, or <PRI>IDENT MSG        (SysLogHandler: no timestamp, no hostname,
               <14>myapp: hello\\x00                 NUL-terminated unless append_nul = False)
 
-- ``<PRI>`` (1-3 digits, at most 191) is required; without it the message is rejected as
-  ``malformed``. Everything after it is decoded as UTF-8, invalid bytes replaced by U+FFFD.
-- ``1 `` after the PRI means RFC 5424. If its header or structured data do not parse, the
-  message is read again the RFC 3164 way, which accepts any text, so no message with a valid
-  PRI is lost for its syntax.
-- RFC 3164: the timestamp (``Mmm dd hh:mm:ss``, optional fraction, or an RFC 3339 timestamp as
-  rsyslog's high-precision forwarding writes) and the hostname are optional, as real senders
-  omit them. A TAG is a word without spaces, colons or brackets, then ``[PID]`` optionally, then
-  ``:`` and a space. A word after the timestamp that is not a TAG is the HOSTNAME. So a stdlib
-  message ``"Error: disk full"`` without ident reads as TAG ``Error``: RFC 3164 is ambiguous
-  there and rsyslog reads it the same way.
-- RFC 3164 time: no year, no zone. The zone is the format's ``tz`` (UTC unless the server was
-  given ``--assume-timezone``); a time a DST change skips or repeats is read as
-  ``wire.localtime`` says (the later instant, PostgreSQL's rule). An RFC 5424 or RFC 3339
-  timestamp without an offset, which RFC 5424 forbids, is read in ``tz`` too. The year is the
-  latest that puts the time no more than 7 days after ``now`` (so Dec 31 received on Jan 1 is
-  last year's,
-  Jan 1 from a clock running ahead on Dec 31 is next year's, and a replayed log is in the
-  past, never months ahead; Vector only handles the first case). With ``now`` unset
-  there is no ``created`` (the store uses the receive time) and the original text is kept in
-  ``extra["syslog_timestamp"]``.
+- ``<PRI>`` is 1-3 digits, at most 191. A message without a valid one is not dropped: it is
+  stored as user.notice (13), its whole text read as below, as rsyslog and syslog-ng do.
+  Whitespace and NUL around the message are ignored (Vector trims; rsyslog skips leading
+  whitespace). Only an empty message is rejected, as ``malformed``. Everything after the PRI
+  is decoded as UTF-8, invalid bytes replaced by U+FFFD.
+- A VERSION (``1``, or any ``2``..``999`` followed by an RFC 3339 TIMESTAMP or ``-``, as
+  go-syslog's tests use) means RFC 5424; a VERSION other than 1 is kept in
+  ``extra["syslog_version"]``. Once the six header fields are there, the header is kept
+  whatever follows: a malformed SD-ELEMENT is dropped alone (Vector's syslog source does the
+  same), its text kept in ``extra["sd_invalid"]``; an element that never closes starts the
+  MSG; text where STRUCTURED-DATA should be is the MSG. An unquoted PARAM-VALUE
+  (``[Originator@6876 sub=Vimsvc.ha-eventmgr]``, as VMware ESXi sends) is read as syslog-ng
+  reads it. APP-NAME, PROCID and MSGID longer than RFC 5424's 48, 128 and 32 characters are
+  cut to those lengths, as syslog-ng does. Fewer than six fields: read the RFC 3164 way, which
+  accepts any text, so no message is lost for its syntax.
+- RFC 3164: the timestamp and the hostname are optional, as real senders omit them. The
+  timestamp is ``Mmm dd hh:mm:ss`` with the variants rsyslog and syslog-ng accept: month in
+  any case (``AUG``), day padded or not, a year before or after the time (``Mar 7 2008
+  19:06:53``, ``Apr 15 21:28:13 2007``; a year is 19xx/20xx), a fraction, a colon after the
+  time, spaces after the PRI; or RFC 3339 (rsyslog's high-precision forwarding), or ISO 8601
+  with a space for the ``T``. A TAG is a word without spaces, colons or brackets, then
+  ``[PID]`` optionally, then ``:`` and a space. After a timestamp, the next word is the
+  HOSTNAME if it can be one (letters, digits, ``.-_:@/``), and then a TAG may come without its
+  colon (``host tag msg``), as both read it. Without a timestamp there is no HOSTNAME and a
+  TAG needs its colon, so a stdlib message ``"Error: disk full"`` without ident reads as TAG
+  ``Error`` (rsyslog reads it the same way) while ``"disk full"`` is all message.
+  Structured data right after a TAG (``app:  [origin software="rsyslogd"] start``, rsyslog's
+  forwarding format) is read when every element is whole and has a quoted parameter, so
+  ``[INFO] started`` stays text.
+- Where we read otherwise than those parsers, ``tests/wire/test_syslog_corpus.py`` lists the
+  case and why (a year after the time, which rsyslog takes for a hostname; a first word without
+  a timestamp, which rsyslog takes for a hostname; escapes in SD values, which go-syslog keeps).
+- RFC 3164 time: no year (unless written), no zone. The zone is the format's ``tz`` (UTC
+  unless the server was given ``--assume-timezone``); a time a DST change skips or repeats is
+  read as ``wire.localtime`` says (the later instant, PostgreSQL's rule). An RFC 5424 or RFC
+  3339 timestamp without an offset, which RFC 5424 forbids, is read in ``tz`` too. The year is
+  the latest that puts the time no more than 7 days after ``now`` (so Dec 31 received on Jan 1
+  is last year's, Jan 1 from a clock running ahead on Dec 31 is next year's, and a replayed
+  log is in the past, never months ahead; Vector only handles the first case). With ``now``
+  unset there is no ``created`` (the store uses the receive time) and the original text is
+  kept in ``extra["syslog_timestamp"]``.
 
 Mapping to the record (``severity`` and ``facility`` are the two halves of PRI)::
 
@@ -71,7 +91,8 @@ Mapping to the record (``severity`` and ``facility`` are the two halves of PRI):
     created             TIMESTAMP (see above); unparsable: extra "syslog_timestamp"
     msg                 MSG (a leading BOM removed)
     extra               syslog_severity ("err"), syslog_facility ("local3"), hostname, msgid,
-                        sd: {SD-ID: {PARAM-NAME: value}} (a repeated PARAM-NAME: a list of values)
+                        sd: {SD-ID: {PARAM-NAME: value}} (a repeated PARAM-NAME: a list of values),
+                        sd_invalid: [malformed SD-ELEMENT text], syslog_version (when not 1)
 """
 
 # Copyright (c) logsvc developers
@@ -143,6 +164,37 @@ _INT64 = 1 << 63
 # TAG, optional [PID], then ":" and a space (or the end). The TAG length is not RFC 3164's 32:
 # Python logger names ("sqlalchemy.engine.Engine") are used as idents and run longer.
 _TAG = re.compile(r"([^\s:\[\]]{1,128})(?:\[([^\s\[\]]{1,32})\])?:(?: |$)").match
+# After a timestamp and a hostname, a TAG may come without its colon ("host tag msg"), as
+# rsyslog and syslog-ng read it (rsyslog's parse1 tests: "<167>AUG 10 22:18:24 host tag This msg").
+_BARE_TAG = re.compile(r"([^\s:\[\]]{1,128})(?:\[([^\s\[\]]{1,32})\])?(?: |$)").match
+# A word that can be a HOSTNAME (names, IPv4, IPv6); anything else after the timestamp is the
+# TAG ("<175>Oct 16 23:47:31 #001 MSWinEventLog ...": rsyslog reads "#001" as the tag).
+_HOSTNAME = re.compile(r"[A-Za-z0-9._:@/-]+\Z").match
+# The RFC 3164 timestamp and the variants rsyslog and syslog-ng accept: the month in any case
+# ("AUG"), the day padded or not ("Mar  7", "Mar 7", "Mar 07"), a year before the time
+# ("Mar 7 2008 19:06:53") or after it ("Apr 15 21:28:13 2007"), a fraction, a colon after the
+# time ("19:06:53:"). A year is 19xx or 20xx, so a 4-digit hostname is rarely taken for one.
+_BSD_STAMP = re.compile(
+    r"([A-Za-z]{3}) +([0-9]{1,2}) +(?:((?:19|20)[0-9]{2}) +)?([0-9]{1,2}):([0-9]{2}):([0-9]{2})"
+    r"(?:\.([0-9]{1,9}))?(?: ((?:19|20)[0-9]{2})(?= |$))?:?(?= |$)"
+).match
+# RFC 5424 VERSION = NONZERO-DIGIT 0*2DIGIT, then a space.
+_VERSION = re.compile(r"[1-9][0-9]{0,2} ").match
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T").match
+# What a message may be wrapped in: whitespace and NUL at either end (Vector trims the line;
+# rsyslog skips leading whitespace before the PRI).
+_TRIM = b" \t\n\r\x0b\x0c\x00"
+# A message without a valid <PRI>: user.notice, as rsyslog and syslog-ng store it (RFC 3164
+# section 4.3.3 says so for a relay).
+_NO_PRI = 13
+# RFC 5424 section 6 field lengths: APP-NAME 48, PROCID 128, MSGID 32. Longer ones are cut to
+# these, as syslog-ng does; the rest of the message is kept.
+MAX_APP_NAME = 48
+MAX_PROCID = 128
+MAX_MSGID = 32
+# SD-ID and PARAM-NAME are 32 characters in RFC 5424; we look up to 255 ahead (syslog-ng's
+# limit on its ".SDATA.id.name" keys), no further, so a hostile message costs linear time.
+_MAX_SD_NAME = 255
 
 
 class SyslogFramer:
@@ -354,34 +406,39 @@ class SyslogFormat:
         """Turn one syslog message into a record dict.
 
         Args:
-            frame: one message: a TCP frame or a whole UDP datagram. Trailing LF, CR and NUL are
-                ignored.
+            frame: one message: a TCP frame or a whole UDP datagram. Whitespace and NUL around
+                it are ignored.
             now: overrides ``self.now`` for this message.
 
         Returns:
             A record dict (see the module docstring for the fields).
 
         Raises:
-            RecordRejected: ``malformed`` if the message does not start with a valid ``<PRI>``.
-                Never anything else.
+            RecordRejected: ``malformed`` if the message is empty (or only whitespace). Never
+                anything else: a message without a valid ``<PRI>`` is user.notice (13).
         """
-        if frame and frame[-1] in _SEPARATORS:
-            frame = frame.rstrip(_SEPARATORS)
-        close = frame.find(b">", 1, 5)
-        if close < 2 or frame[0] != 0x3C:
-            raise RecordRejected("Syslog message has no <PRI>.", reason="malformed")
-        digits = frame[1:close]
-        if not (digits.isdigit() and digits.isascii()) or int(digits) > 191:
-            raise RecordRejected(f"Syslog PRI {digits[:3]!r} is not 0..191.", reason="malformed")
-        levelno, levelname, severity, facility = _PRI[int(digits)]
+        if frame and (frame[0] in _TRIM or frame[-1] in _TRIM):
+            frame = frame.strip(_TRIM)
+        if not frame:
+            raise RecordRejected("Empty syslog message.", reason="malformed")
+        pri = _NO_PRI
+        start = 0
+        if frame[0] == 0x3C:
+            close = frame.find(b">", 1, 5)
+            if close >= 2:
+                digits = frame[1:close]
+                if digits.isdigit() and digits.isascii() and int(digits) <= 191:
+                    pri = int(digits)
+                    start = close + 1
+        levelno, levelname, severity, facility = _PRI[pri]
         rec: RecordDict = {
             "levelno": levelno,
             "levelname": levelname,
             "syslog_severity": severity,
             "syslog_facility": facility,
         }
-        text = frame[close + 1 :].decode("utf-8", "replace")
-        if text[:2] == "1 " and _parse_5424(text, rec, self.tz):
+        text = frame[start:].decode("utf-8", "replace")
+        if text[:1].isdigit() and _parse_5424(text, rec, self.tz):
             return rec
         _parse_3164(text, rec, self.now if now is None else now, self.tz)
         return rec
@@ -389,10 +446,16 @@ class SyslogFormat:
 
 def _parse_5424(text: str, rec: RecordDict, tz: _dt.tzinfo) -> bool:
     # Fills rec and returns True, or returns False (rec untouched) if this is not RFC 5424.
+    if _VERSION(text) is None:
+        return False
     parts = text.split(" ", 6)
     if len(parts) < 7:
         return False
-    _, ts, hostname, app, procid, msgid, rest = parts
+    version, ts, hostname, app, procid, msgid, rest = parts
+    if version != "1" and ts != "-" and _ISO_DATE(ts) is None:
+        # VERSION 2..999 is read as RFC 5424 (rsyslog and syslog-ng do; no such RFC exists
+        # yet), but only with a real TIMESTAMP: "<14>2 apples were ..." is RFC 3164 text.
+        return False
     if rest == "-":
         sd = None
         msg = ""
@@ -400,15 +463,17 @@ def _parse_5424(text: str, rec: RecordDict, tz: _dt.tzinfo) -> bool:
         sd = None
         msg = rest[2:]
     elif rest[:1] == "[":
-        parsed = _parse_sd(rest)
-        if parsed is None:
-            return False
-        sd, msg = parsed
+        sd, msg = _parse_sd(rest, rec)
     else:
-        return False
+        # No STRUCTURED-DATA field at all: the header is still good (lenient, as Vector's
+        # syslog_loose), and the rest is the message.
+        sd = None
+        msg = rest
     if msg[:1] == "\ufeff":
         msg = msg[1:]
     rec["msg"] = msg
+    if version != "1":
+        rec["syslog_version"] = int(version)
     if ts != "-":
         created = _iso_epoch(ts, tz)
         if created is None:
@@ -418,58 +483,78 @@ def _parse_5424(text: str, rec: RecordDict, tz: _dt.tzinfo) -> bool:
     if hostname != "-":
         rec["hostname"] = hostname
     if app != "-":
-        rec["name"] = app
+        rec["name"] = app[:MAX_APP_NAME]
     if procid != "-":
-        _set_procid(rec, procid)
+        _set_procid(rec, procid[:MAX_PROCID])
     if msgid != "-":
-        rec["msgid"] = msgid
-    if sd is not None:
+        rec["msgid"] = msgid[:MAX_MSGID]
+    if sd:
         rec["sd"] = sd
     return True
 
 
-def _parse_sd(s: str) -> tuple[dict[str, dict[str, str | list[str]]], str] | None:
-    # STRUCTURED-DATA = 1*SD-ELEMENT; SD-ELEMENT = "[" SD-ID *(SP PARAM-NAME "=" %d34
-    # PARAM-VALUE %d34) "]". In PARAM-VALUE, '"', '\' and ']' are escaped with '\'; a '\'
-    # before anything else is an ordinary character (RFC 5424 section 6.3.3). Returns the
-    # elements and the MSG, or None if the syntax is broken.
-    sd: dict[str, dict[str, str | list[str]]] = {}
+_SD = dict[str, dict[str, str | list[str]]]
+
+
+def _add_param(params: dict[str, str | list[str]], name: str, value: str | list[str]) -> None:
+    # A repeated PARAM-NAME (in one element, or in two elements with the same SD-ID) keeps
+    # every value, in order, as a list.
+    # Lists grow in place: a message repeating one name 20,000 times costs linear time.
+    old = params.get(name)
+    if old is None:
+        params[name] = value
+    elif isinstance(old, list):
+        if isinstance(value, list):
+            old.extend(value)
+        else:
+            old.append(value)
+    else:
+        params[name] = [old, *value] if isinstance(value, list) else [old, value]
+
+
+def _parse_element(s: str, i: int, sd: _SD, strict: bool) -> int:
+    # SD-ELEMENT = "[" SD-ID *(SP PARAM-NAME "=" %d34 PARAM-VALUE %d34) "]", at s[i] == "[".
+    # In PARAM-VALUE, '"', '\' and ']' are escaped with '\'; a '\' before anything else is an
+    # ordinary character (RFC 5424 section 6.3.3). Unless strict, a value may also be unquoted
+    # up to the next space or "]", as VMware ESXi sends it and syslog-ng reads it
+    # ([Originator@6876 sub=Vimsvc.ha-eventmgr ...]). Adds the element to sd and returns the
+    # index after its "]", or returns -1 and leaves sd alone. Names are looked for only
+    # _MAX_SD_NAME characters ahead, so a hostile message costs linear time.
     n = len(s)
-    i = 0
-    while i < n and s[i] == "[":
-        j = s.find(" ", i + 1)
-        bracket = s.find("]", i + 1, None if j < 0 else j)
-        if bracket >= 0:
-            j = bracket
-        elif j < 0:
-            return None
-        sd_id = s[i + 1 : j]
-        if not sd_id or j >= n or "=" in sd_id or '"' in sd_id:
-            return None
-        params = sd.setdefault(sd_id, {})
-        i = j
-        while True:
-            if i >= n:
-                return None
-            c = s[i]
-            if c == "]":
-                i += 1
-                break
-            if c != " ":
-                return None
+    j = s.find(" ", i + 1, i + 2 + _MAX_SD_NAME)
+    bracket = s.find("]", i + 1, i + 2 + _MAX_SD_NAME if j < 0 else j)
+    if bracket >= 0:
+        j = bracket
+    elif j < 0:
+        return -1
+    sd_id = s[i + 1 : j]
+    if not sd_id or "=" in sd_id or '"' in sd_id:
+        return -1
+    params: dict[str, str | list[str]] = {}
+    i = j
+    while True:
+        if i >= n:
+            return -1
+        c = s[i]
+        if c == "]":
             i += 1
-            eq = s.find("=", i)
-            if eq <= i or s[eq + 1 : eq + 2] != '"':
-                return None
-            name = s[i:eq]
-            if " " in name or "]" in name or '"' in name:
-                return None
+            break
+        if c != " ":
+            return -1
+        i += 1
+        eq = s.find("=", i, i + 1 + _MAX_SD_NAME)
+        if eq <= i:
+            return -1
+        name = s[i:eq]
+        if " " in name or "]" in name or '"' in name:
+            return -1
+        if s[eq + 1 : eq + 2] == '"':
             k = eq + 2
             chunks: list[str] = []
             while True:
                 quote = s.find('"', k)
                 if quote < 0:
-                    return None
+                    return -1
                 bs = s.find("\\", k, quote)
                 if bs < 0:
                     chunks.append(s[k:quote])
@@ -484,14 +569,74 @@ def _parse_sd(s: str) -> tuple[dict[str, dict[str, str | list[str]]], str] | Non
                     chunks.append(s[k : bs + 1])
                     k = bs + 1
             value = "".join(chunks)
-            old = params.get(name)
-            if old is None:
-                params[name] = value
-            elif isinstance(old, list):
-                old.append(value)
-            else:
-                params[name] = [old, value]
-            i = k
+        elif strict:
+            return -1
+        else:
+            k = eq + 1
+            while k < n and s[k] != " " and s[k] != "]":
+                k += 1
+            if k == eq + 1:
+                return -1  # "x=]": Vector drops the element, and so do we
+            value = s[eq + 1 : k]
+        _add_param(params, name, value)
+        i = k
+    if strict and not params:
+        return -1
+    into = sd.setdefault(sd_id, {})
+    for name, values in params.items():
+        _add_param(into, name, values)
+    return i
+
+
+def _bad_element_end(s: str, i: int) -> int:
+    # Where a malformed element at s[i] ends: after the first "]" that a "[", a space or the
+    # end follows; -1 if there is none.
+    n = len(s)
+    k = s.find("]", i + 1)
+    while k >= 0:
+        if k + 1 == n or s[k + 1] in " [":
+            return k + 1
+        k = s.find("]", k + 1)
+    return -1
+
+
+def _parse_sd(s: str, rec: RecordDict) -> tuple[_SD, str]:
+    # STRUCTURED-DATA [SP MSG], s[0] == "[". A malformed element is dropped, the others and
+    # the header are kept (Vector's syslog source does the same: "handles_incorrect_sd_element");
+    # its text goes to extra "sd_invalid" so nothing is lost. An element that never closes
+    # is the start of the message.
+    sd: _SD = {}
+    n = len(s)
+    i = 0
+    while i < n and s[i] == "[":
+        end = _parse_element(s, i, sd, strict=False)
+        if end < 0:
+            end = _bad_element_end(s, i)
+            if end < 0:
+                break
+            invalid = rec.setdefault("sd_invalid", [])
+            assert isinstance(invalid, list)
+            invalid.append(s[i:end])
+        i = end
+    if i == n:
+        return sd, ""
+    if s[i] == " ":
+        return sd, s[i + 1 :]
+    return sd, s[i:]
+
+
+def _parse_sd_after_tag(s: str) -> tuple[_SD, str] | None:
+    # rsyslog's forwarding formats put RFC 5424 structured data after an RFC 3164 TAG
+    # ("liblogging-stdlog:  [origin software=\"rsyslogd\" ...] start"; Vector's
+    # "rsyslog_omfwd_tcp_default" test). Only whole, strictly valid elements with at least one
+    # quoted parameter count, so "[INFO] started" or "[ 0.000000] Linux" stay message text.
+    sd: _SD = {}
+    n = len(s)
+    i = 0
+    while i < n and s[i] == "[":
+        i = _parse_element(s, i, sd, strict=True)
+        if i < 0:
+            return None
     if i == n:
         return sd, ""
     if s[i] == " ":
@@ -502,79 +647,71 @@ def _parse_sd(s: str) -> tuple[dict[str, dict[str, str | list[str]]], str] | Non
 def _parse_3164(text: str, rec: RecordDict, now: float | None, tz: _dt.tzinfo) -> None:
     rest = text
     stamped = False
-    if len(text) >= 15 and text[3] == " " and text[:3] in _MONTHS:
-        end = _bsd_stamp_end(text)
-        if end:
-            stamped = True
-            created = _bsd_epoch(text, now, tz)
-            if created is None:
-                rec["syslog_timestamp"] = text[:end]
-            else:
-                rec["created"] = created
-            rest = text[end + 1 :]
-    elif len(text) >= 19 and text[4] == "-" and text[10] == "T" and text[:4].isdigit():
-        sp = text.find(" ")
-        stamp = text if sp < 0 else text[:sp]
+    head = text.lstrip(" ")  # "<38> Mar  7 ...": a space after the PRI (rsyslog's date1 test)
+    m = _BSD_STAMP(head)
+    if m is not None and m.group(1).title() in _MONTHS:
+        stamped = True
+        created = _bsd_epoch(m, now, tz)
+        if created is None:
+            rec["syslog_timestamp"] = m.group(0)
+        else:
+            rec["created"] = created
+        rest = head[m.end() + 1 :].lstrip(" ")
+    elif len(head) >= 19 and head[4] == "-" and head[10] in "T " and head[:4].isdigit():
+        # RFC 3339 (rsyslog's high-precision forwarding), or ISO 8601 with a space.
+        sp = head.find(" ", 11 if head[10] == " " else 0)
+        stamp = head if sp < 0 else head[:sp]
         created = _iso_epoch(stamp, tz)
         if created is not None:
             stamped = True
             rec["created"] = created
-            rest = "" if sp < 0 else text[sp + 1 :]
-    m = _TAG(rest)
-    if m is None and stamped:
-        # Not a TAG, so the HOSTNAME, then maybe a TAG.
+            rest = "" if sp < 0 else head[sp + 1 :]
+    t = _TAG(rest)
+    if t is None and stamped:
+        # After a timestamp: HOSTNAME if the word can be one, then a TAG, with or without its
+        # colon (rsyslog and syslog-ng both read "host tag msg" so).
         sp = rest.find(" ")
-        hostname = rest if sp < 0 else rest[:sp]
-        if hostname:
-            rec["hostname"] = hostname
-        rest = "" if sp < 0 else rest[sp + 1 :]
-        m = _TAG(rest)
-    if m is not None:
-        rec["name"] = m.group(1)
-        pid = m.group(2)
+        word = rest if sp < 0 else rest[:sp]
+        if word and _HOSTNAME(word) is not None:
+            rec["hostname"] = word
+            rest = "" if sp < 0 else rest[sp + 1 :]
+            t = _TAG(rest) or _BARE_TAG(rest)
+        else:
+            t = _BARE_TAG(rest)
+    if t is not None:
+        rec["name"] = t.group(1)
+        pid = t.group(2)
         if pid is not None:
             _set_procid(rec, pid)
-        rest = rest[m.end() :]
+        rest = rest[t.end() :]
+        if rest[:2] == " [" or rest[:1] == "[":
+            parsed = _parse_sd_after_tag(rest.lstrip(" "))
+            if parsed is not None:
+                rec["sd"], rest = parsed
     rec["msg"] = rest
 
 
-def _bsd_stamp_end(s: str) -> int:
-    # "Mmm dd hh:mm:ss" (dd space-padded), an optional ".fraction", then a space or the end.
-    # Returns its length, or 0 if s does not start with one. s[:3] is a month, s[3] a space.
-    if s[6] != " " or s[9] != ":" or s[12] != ":":
-        return 0
-    digits = (s[5] if s[4] == " " else s[4:6]) + s[7:9] + s[10:12] + s[13:15]
-    if not (digits.isascii() and digits.isdigit()):
-        return 0
-    end = 15
-    if s[15:16] == ".":
-        j = 16
-        while j < len(s) and "0" <= s[j] <= "9":
-            j += 1
-        if j > 16:
-            end = j
-    if end < len(s) and s[end] != " ":
-        return 0
-    return end
-
-
-def _bsd_epoch(s: str, now: float | None, tz: _dt.tzinfo) -> float | None:
-    # RFC 3164 time, in tz, in the latest year that puts it at most _FUTURE_GRACE after now
-    # (the year of now is taken in tz too: at 23:00 UTC on Dec 31 it is already next year in
-    # Tokyo).
+def _bsd_epoch(m: re.Match[str], now: float | None, tz: _dt.tzinfo) -> float | None:
+    # RFC 3164 time, in tz. With a year in the stamp, that year; without one, the latest year
+    # that puts it at most _FUTURE_GRACE after now (the year of now is taken in tz too: at
+    # 23:00 UTC on Dec 31 it is already next year in Tokyo).
+    mon, day, year1, hh, mm, ss, frac, year2 = m.groups()
+    usec = int(frac[:6].ljust(6, "0")) if frac else 0
+    fields = (_MONTHS[mon.title()], int(day), int(hh), int(mm), int(ss), usec)
+    year = year1 or year2
+    if year is not None:
+        try:
+            return local_epoch(_dt.datetime(int(year), *fields), tz)
+        except (ValueError, OverflowError):
+            return None
     if now is None:
         return None
-    usec = 0
-    if s[15:16] == ".":
-        frac = s[16:22].split(" ", 1)[0]
-        usec = int(frac.ljust(6, "0")) if frac.isdigit() else 0
-    fields = (_MONTHS[s[:3]], int(s[4:6]), int(s[7:9]), int(s[10:12]), int(s[13:15]), usec)
     try:
-        year = _dt.datetime.fromtimestamp(now, tz).year
+        this_year = _dt.datetime.fromtimestamp(now, tz).year
     except (ValueError, OverflowError, OSError):
         return None
     latest = now + _FUTURE_GRACE
-    for y in range(year + 1, year - 5, -1):  # back to the last Feb 29
+    for y in range(this_year + 1, this_year - 5, -1):  # back to the last Feb 29
         try:
             t = local_epoch(_dt.datetime(y, *fields), tz)
         except (ValueError, OverflowError):
