@@ -112,6 +112,16 @@ def parse_timezone(text: str) -> datetime.tzinfo:
         ) from None
 
 
+def parse_json_format(text: str) -> str:
+    """``"auto"``, ``"plain"`` or a library's name -> the shape ``JsonFormat`` reads."""
+    from logsvc.wire.json_format import SHAPES
+
+    name = str(text).strip().lower()
+    if name not in SHAPES:
+        raise ConfigError(f"JSON format {text!r} must be one of: {', '.join(SHAPES)}")
+    return name
+
+
 def _parse_optional_hostport(text: str) -> tuple[str, int] | None:
     return parse_hostport(text) if str(text).strip() else None
 
@@ -197,6 +207,14 @@ OPTIONS: tuple[Option, ...] = (
         "TCP address for JSON lines (one object per line: Vector, Fluent Bit, any language); repeatable",
         "HOST:PORT",
         True,
+    ),
+    Option(
+        "json_format",
+        parse_json_format,
+        "how JSON records (--listen-json, POST /ingest) are read: auto (detect pino, bunyan, ECS, "
+        "loguru, structlog and GELF by their signatures, else the plain key table), plain, or one "
+        "of pino, bunyan, ecs, loguru, structlog, gelf for every record",
+        "FORMAT",
     ),
     Option(
         "listen_syslog",
@@ -355,6 +373,7 @@ class Settings:
     listen_tls: list[tuple[str, int]] = field(default_factory=list)
     listen_udp: list[tuple[str, int]] = field(default_factory=list)
     listen_json: list[tuple[str, int]] = field(default_factory=list)
+    json_format: str = "auto"
     listen_syslog: list[tuple[str, int]] = field(default_factory=list)
     listen_syslog_udp: list[tuple[str, int]] = field(default_factory=list)
     listen_http: list[tuple[str, int]] = field(default_factory=list)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -18,7 +19,7 @@ from logsvc.errors import ProtocolError, RecordRejected
 from logsvc.record import STANDARD_ATTRS, RecordDict
 from logsvc.store.copyfmt import COLUMN_NAMES, RowEncoder
 from logsvc.wire import Decoder, JsonFormat, LineFramer
-from logsvc.wire.json_format import epoch_of, level_of
+from logsvc.wire.json_format import SHAPES, epoch_of, level_of
 from tests.wire.helpers import collect
 
 from .helpers import examples, make_record
@@ -54,14 +55,19 @@ def test_stdlib_record_dict_passes_through() -> None:
     record = make_record("hello", extra={"trace_id": "t1"})
     d = {k: v for k, v in record.__dict__.items() if k not in {"args", "exc_info"}}
     rec = parse(d)
-    assert rec == d
+    # LogRecord names without a column are kept under "_<name>": the encoder drops the names.
+    unstored = {"filename", "msecs", "relativeCreated", "taskName"}
+    assert rec == {("_" + k if k in unstored else k): v for k, v in d.items()}
     row = encode(rec)
     assert row["message"] == "hello"
     assert row["logger"] == "app.module"
     assert row["levelno"] == "20"
     assert row["lineno"] == "42"
     assert row["created"] == RowEncoder().timestamp(record.created)
-    assert orjson.loads(row["extra"]) == {"trace_id": "t1"}
+    assert orjson.loads(row["extra"]) == {
+        "trace_id": "t1",
+        **{"_" + k: d[k] for k in unstored if k in d},
+    }
 
 
 def test_created_as_iso_string_or_milliseconds_is_normalized() -> None:
@@ -211,7 +217,9 @@ def test_message_aliases() -> None:
     assert parse({"message": "formatted", "msg": "raw %s"}) == {"msg": "raw %s", "_message": "formatted"}
     assert parse({"log": "line"}) == {"msg": "line"}
     assert parse({"log": "line", "message": "m"}) == {"msg": "m", "log": "line"}
-    assert parse({"log": {"level": "info"}}) == {"log": {"level": "info"}}  # ECS: an object
+    # An object under "log" with a level is ECS's nested shape (ecs-logging): not a message.
+    assert parse({"log": {"level": "info"}}) == {"levelno": 20, "levelname": "INFO"}
+    assert parse({"log": {"file": "x"}}) == {"log": {"file": "x"}}
 
 
 def test_host_and_pid() -> None:
@@ -226,7 +234,8 @@ def test_host_and_pid() -> None:
 
 def test_exc_info_text_becomes_exc_text() -> None:
     assert parse({"exc_info": "Traceback ..."}) == {"exc_text": "Traceback ..."}
-    assert parse({"exc_info": "a", "exc_text": "b"}) == {"exc_info": "a", "exc_text": "b"}
+    # exc_info has no column: kept as _exc_info when exc_text is there too.
+    assert parse({"exc_info": "a", "exc_text": "b"}) == {"_exc_info": "a", "exc_text": "b"}
 
 
 def test_other_keys_go_through_untouched() -> None:
@@ -322,6 +331,8 @@ def test_fluent_bit_json_lines() -> None:
 class _JsonFormatter(logging.Formatter):
     """A python-json-logger-like formatter: selected record attributes as one JSON object."""
 
+    converter = staticmethod(time.gmtime)  # asctime in UTC, the zone JsonFormat() assumes
+
     def format(self, record: logging.LogRecord) -> str:
         d = {
             "asctime": self.formatTime(record),
@@ -347,7 +358,8 @@ def test_python_json_formatter_line() -> None:
     assert rec["msg"] == "disk /var full"
     assert (rec["levelno"], rec["levelname"], rec["name"]) == (40, "ERROR", "app.module")
     assert rec["exc_text"].startswith("Traceback") and "OSError: boom" in rec["exc_text"]
-    assert "created" not in rec  # asctime is not a time we read (no date format is known)
+    # asctime in the stdlib's default format is the time (to the millisecond it shows).
+    assert abs(rec["created"] - record.created) < 0.001 and "_asctime" not in rec
 
 
 def test_json_lines_through_the_decoder_three_ways() -> None:
@@ -365,6 +377,190 @@ def test_json_lines_through_the_decoder_three_ways() -> None:
 
 def decode(chunks: list[bytes]) -> list[RecordDict | str | ProtocolError]:
     return collect(Decoder(LineFramer(), JsonFormat()), chunks)
+
+
+# --- library shapes ------------------------------------------------------------------------------
+# Lines as each library writes them (the real libraries run in tests/wire/test_json_libraries.py).
+
+PINO_LINE = (
+    b'{"level":30,"time":1714564800123,"pid":42,"hostname":"web-1","name":"api","req":"r1","msg":"hello"}'
+)
+PINO_ERR = (
+    b'{"level":50,"time":1714564800123,"pid":42,"hostname":"web-1","err":{"type":"Error",'
+    b'"message":"boom","stack":"Error: boom\\n    at f (a.js:1:1)"},"msg":"boom"}'
+)
+BUNYAN_LINE = (
+    b'{"name":"api","hostname":"web-1","pid":42,"level":40,"msg":"careful",'
+    b'"time":"2024-05-01T12:00:00.123Z","v":0}'
+)
+GELF_LINE = (
+    b'{"version":"1.0","host":"web-1","short_message":"disk full","timestamp":1714564800.123,'
+    b'"level":3,"facility":"app.disk","full_message":"Traceback ...","file":"/a.py","line":7,'
+    b'"_function":"f","_pid":42,"_thread_name":"MainThread","_user_id":7}'
+)
+ECS_LINE = (
+    b'{"@timestamp":"2024-05-01T12:00:00.123Z","log.level":"warning","message":"m",'
+    b'"ecs.version":"1.6.0","log":{"logger":"app","origin":{"file":{"line":7,"name":"a.py"},'
+    b'"function":"f"},"original":"m"},"process":{"name":"MainProcess","pid":42,"thread":'
+    b'{"id":9,"name":"MainThread"}},"error":{"type":"ValueError","message":"bad",'
+    b'"stack_trace":"  File \\"a.py\\", line 7, in f\\n"}}'
+)
+STRUCTLOG_LINE = (
+    b'{"req":"r1","event":"hi","level":"info","timestamp":"2024-05-01T12:00:00.123456Z",'
+    b'"logger":"app","exception":"Traceback ...","stack":"Stack (most recent call last) ..."}'
+)
+LOGURU_LINE = orjson.dumps(
+    {
+        "text": "2024-05-01 12:00:00.123 | ERROR | m:f:7 - boom\nTraceback (most recent call last):\nX\n",
+        "record": {
+            "elapsed": {"repr": "0:00:01", "seconds": 1.0},
+            "exception": {"type": "ValueError", "value": "bad", "traceback": True},
+            "extra": {"req": "r1", "name": "mine"},
+            "file": {"name": "m.py", "path": "/src/m.py"},
+            "function": "f",
+            "level": {"icon": "x", "name": "ERROR", "no": 40},
+            "line": 7,
+            "message": "boom",
+            "module": "m",
+            "name": "pkg.m",
+            "process": {"id": 42, "name": "MainProcess"},
+            "thread": {"id": 9, "name": "MainThread"},
+            "time": {"repr": "2024-05-01 12:00:00.123000+00:00", "timestamp": 1714564800.123},
+        },
+    }
+)
+
+
+def test_pino() -> None:
+    rec = parse(PINO_LINE)
+    assert rec == {
+        "levelno": 20, "levelname": "INFO", "created": 1714564800.123, "process": 42,
+        "hostname": "web-1", "name": "api", "req": "r1", "msg": "hello",
+    }  # fmt: skip
+    rec = parse(PINO_ERR)
+    assert (rec["levelno"], rec["exc_text"]) == (40, "Error: boom\n    at f (a.js:1:1)")
+    assert rec["err"] == {"type": "Error", "message": "boom"}
+    for n, (levelno, name) in {10: (5, "TRACE"), 60: (50, "CRITICAL"), 35: (None, "Level 35")}.items():
+        rec = parse({"level": n, "time": 1714564800123})
+        assert (rec.get("levelno"), rec["levelname"]) == (levelno, name)
+
+
+def test_bunyan() -> None:
+    rec = parse(BUNYAN_LINE)
+    assert rec == {
+        "name": "api", "hostname": "web-1", "process": 42, "levelno": 30, "levelname": "WARNING",
+        "msg": "careful", "created": 1714564800.123, "v": 0,
+    }  # fmt: skip
+
+
+def test_gelf() -> None:
+    rec = parse(GELF_LINE)
+    assert rec == {
+        "version": "1.0", "hostname": "web-1", "msg": "disk full", "created": 1714564800.123,
+        "levelno": 40, "levelname": "ERROR", "name": "app.disk", "exc_text": "Traceback ...",
+        "pathname": "/a.py", "lineno": 7, "funcName": "f", "process": 42, "threadName": "MainThread",
+        "user_id": 7,
+    }  # fmt: skip
+    for severity, levelno in {0: 50, 2: 50, 4: 30, 5: 20, 6: 20, 7: 10}.items():
+        assert parse({"version": "1.1", "short_message": "m", "level": severity})["levelno"] == levelno
+    # graypy's custom facility: the logger is _logger, facility stays.
+    rec = parse({"version": "1.0", "short_message": "m", "facility": "f", "_logger": "app"})
+    assert (rec["name"], rec["facility"]) == ("app", "f")
+
+
+def test_ecs_dotted_and_nested() -> None:
+    rec = parse(ECS_LINE)
+    assert rec == {
+        "created": 1714564800.123, "levelno": 30, "levelname": "WARNING", "msg": "m",
+        "ecs.version": "1.6.0", "name": "app", "lineno": 7, "funcName": "f",
+        "log": {"origin": {"file": {"name": "a.py"}}, "original": "m"},
+        "process": 42, "processName": "MainProcess", "thread": 9, "threadName": "MainThread",
+        "error": {"type": "ValueError", "message": "bad"},
+        "exc_text": 'Traceback (most recent call last):\n  File "a.py", line 7, in f\nValueError: bad',
+    }  # fmt: skip
+    nested = parse({"ecs": {"version": "8"}, "log": {"level": "error", "logger": "x"}, "message": "m"})
+    assert nested == {"ecs": {"version": "8"}, "levelno": 40, "levelname": "ERROR", "name": "x", "msg": "m"}
+    rec = parse({"log.level": "info", "process": {"pid": 1, "executable": "/bin/x"}})
+    assert rec == {"levelno": 20, "levelname": "INFO", "process": 1, "process.executable": "/bin/x"}
+
+
+def test_structlog() -> None:
+    rec = parse(STRUCTLOG_LINE)
+    assert rec == {
+        "req": "r1", "msg": "hi", "levelno": 20, "levelname": "INFO", "created": T0, "name": "app",
+        "exc_text": "Traceback ...", "stack_info": "Stack (most recent call last) ...",
+    }  # fmt: skip
+
+
+def test_loguru() -> None:
+    rec = parse(LOGURU_LINE)
+    assert rec == {
+        "created": 1714564800.123, "levelno": 40, "levelname": "ERROR", "msg": "boom",
+        "name": "pkg.m", "pathname": "/src/m.py", "lineno": 7, "funcName": "f", "module": "m",
+        "process": 42, "processName": "MainProcess", "thread": 9, "threadName": "MainThread",
+        "exc_text": "Traceback (most recent call last):\nX",
+        "elapsed": {"repr": "0:00:01", "seconds": 1.0},
+        "exception": {"type": "ValueError", "value": "bad", "traceback": True},
+        "req": "r1", "_name": "mine",
+    }  # fmt: skip
+
+
+def test_winston_stack_and_asctime() -> None:
+    rec = parse({"level": "error", "message": "boom", "stack": "Error: boom\n    at x", "service": "s"})
+    assert rec == {"levelno": 40, "levelname": "ERROR", "msg": "boom", "exc_text": "Error: boom\n    at x",
+                   "service": "s"}  # fmt: skip
+    assert parse({"asctime": "2024-05-01 12:00:00,123", "message": "m"}) == {
+        "created": 1714564800.123,
+        "msg": "m",
+    }
+    berlin = JsonFormat(ZoneInfo("Europe/Berlin")).parse(b'{"asctime": "2024-05-01 14:00:00,123"}')
+    assert berlin == {"created": 1714564800.123}
+    # Not the default form, or beside a real time: kept, as _asctime.
+    assert parse({"asctime": "May 1 12:00"}) == {"_asctime": "May 1 12:00"}
+    assert parse({"asctime": "2024-05-01 12:00:00,123", "time": 5.0}) == {
+        "created": 5.0,
+        "_asctime": "2024-05-01 12:00:00,123",
+    }
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        # Plain lines that carry one part of a signature, but not all of it.
+        {"level": 30, "time": "2024-05-01T12:00:00Z", "msg": "m"},  # no epoch-ms time: stdlib 30
+        {"level": 30, "msg": "m"},
+        {"v": 1, "level": 30, "msg": "m"},
+        {"v": "0", "level": 30},
+        {"version": "1.1", "message": "m"},
+        {"record": {"id": 1}, "message": "m"},
+        {"event": "login", "message": "user logged in"},
+        {"log": "line", "level": 30},
+    ],
+)
+def test_plain_lines_are_not_misread_as_a_library(obj: dict[str, Any]) -> None:
+    assert parse(obj) == JsonFormat(shape="plain").parse(orjson.dumps(obj))
+
+
+def test_an_explicit_shape_skips_detection() -> None:
+    line = b'{"level":30,"time":1714564800123,"msg":"m"}'
+    assert JsonFormat(shape="plain").parse(line)["levelno"] == 30  # read as a stdlib number
+    assert JsonFormat(shape="pino").parse(line)["levelno"] == 20
+    assert JsonFormat(shape="structlog").parse(b'{"event":"e","message":"m"}') == {"msg": "m", "event": "e"}
+    with pytest.raises(ValueError):
+        JsonFormat(shape="log4j")
+
+
+def test_parse_object_is_parse_without_the_decoding() -> None:
+    for line in (PINO_LINE, BUNYAN_LINE, GELF_LINE, ECS_LINE, STRUCTLOG_LINE, LOGURU_LINE, *VECTOR_LINES):
+        assert JsonFormat().parse_object(orjson.loads(line)) == parse(line)
+
+
+@pytest.mark.parametrize("line", [PINO_LINE, BUNYAN_LINE, GELF_LINE, ECS_LINE, STRUCTLOG_LINE, LOGURU_LINE])
+def test_library_lines_through_the_decoder_three_ways(line: bytes) -> None:
+    data = line + b"\n" + line + b"\n"
+    expected = [parse(line), parse(line)]
+    for chunks in ([data], [data[i : i + 1] for i in range(len(data))], [data + b'{"x": 1']):
+        assert decode(chunks)[:2] == expected
 
 
 # --- rejections and hostile input --------------------------------------------------------------
@@ -456,7 +652,10 @@ _json_values = st.recursive(
 )
 _ALL_KEYS = sorted(
     (STANDARD_ATTRS | {"@timestamp", "timestamp", "time", "ts", "date", "level", "logger"})
-    | {"logger_name", "log", "host", "hostname", "pid"}
+    | {"logger_name", "log", "host", "hostname", "pid", "stack"}
+    # the library shapes' signatures and the keys they read
+    | {"v", "event", "record", "text", "short_message", "full_message", "version", "facility"}
+    | {"ecs.version", "log.level", "ecs", "err", "error", "exception", "process.pid", "_pid", "_x"}
 )
 _PLAIN_KEYS = st.text(max_size=10).filter(lambda k: k not in _ALL_KEYS)
 
@@ -473,6 +672,38 @@ def test_any_values_in_any_field_parse_and_encode(obj: dict[str, Any]) -> None:
 @given(st.dictionaries(_PLAIN_KEYS, _json_values, max_size=6))
 def test_objects_without_special_keys_round_trip(obj: dict[str, Any]) -> None:
     assert parse(orjson.dumps(obj)) == obj
+
+
+@settings(max_examples=examples(200), deadline=None)
+@given(
+    st.sampled_from(SHAPES),
+    st.dictionaries(
+        st.sampled_from(_ALL_KEYS),
+        _json_values
+        | st.fixed_dictionaries(
+            {},
+            optional={
+                "level": _json_values,
+                "logger": _json_values,
+                "stack_trace": _json_values,
+                "pid": _json_values,
+                "time": st.fixed_dictionaries({}, optional={"timestamp": _json_values}),
+                "extra": _json_values,
+                "thread": _json_values,
+                "stack": _json_values,
+                "exception": _json_values,
+            },
+        ),
+        max_size=10,
+    ),
+)
+def test_any_values_in_any_shape_parse_and_encode(shape: str, obj: dict[str, Any]) -> None:
+    # Every shape's mapping, forced on any object (nested ones too): a dict the encoder takes.
+    fmt = JsonFormat(shape=shape)
+    rec = fmt.parse(orjson.dumps(obj))
+    assert all(type(k) is str for k in rec)
+    encode(rec)
+    assert fmt.parse_object(orjson.loads(orjson.dumps(obj))) == rec
 
 
 @settings(max_examples=examples(300), deadline=None)

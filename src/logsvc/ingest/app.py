@@ -47,9 +47,11 @@ class HttpApp:
         stopping: Callable[[], bool],
         reactor: Reactor,
         tz: datetime.tzinfo = datetime.UTC,
+        json_format: str = "auto",
     ) -> None:
         self._reactor = reactor
         self._tz = tz  # --assume-timezone: for times sent without a zone
+        self._json_format = json_format  # --json-format: the shape of JSON records
         self._writer = writer
         self._metrics = metrics
         self._registry = registry
@@ -87,7 +89,12 @@ class HttpApp:
             why = "the service is stopping" if self._stopping() else f"{writer.reason}; retry later"
             return Response.json(503, {"error": why}, [("Retry-After", "1")])
         items = parse_ingest(
-            req.method, req.headers.get("content-type", ""), req.body, req.query, tz=self._tz
+            req.method,
+            req.headers.get("content-type", ""),
+            req.body,
+            req.query,
+            tz=self._tz,
+            json_format=self._json_format,
         )
         self._continue(_Job(conn, items, time.time()))
         return None

@@ -300,7 +300,7 @@ class Intake:
     def _stream(self, sock: socket.socket, peer: str, kind: str) -> StreamConnection:
         cap = self.settings.max_frame_bytes
         if kind == "json":
-            reader = JsonFormat(tz=self.settings.assume_timezone)
+            reader = JsonFormat(tz=self.settings.assume_timezone, shape=self.settings.json_format)
             return StreamConnection(self, sock, peer, kind, Decoder(LineFramer(cap), reader))
         if kind == "syslog":
             fmt = self.syslog_format()

@@ -11,13 +11,14 @@ other key goes through and ends up in the ``extra`` jsonb column. The table, fir
 within a row, and a LogRecord name, when present, always beats its aliases::
 
     column      LogRecord name     aliases                                  value
-    created     created            @timestamp, timestamp, time, ts, date    ISO 8601 / epoch
+    created     created            @timestamp, timestamp, time, ts, date,   ISO 8601 / epoch
+                                   asctime (only the stdlib's default form)
     levelno     levelno            level (also from levelname)              std logging numbers
     levelname   levelname          level                                    canonical name
     logger      name               logger, logger_name                      str
     message     msg                message, log                             any
     process     process            pid                                      int
-    exc_text    exc_text           exc_info                                 str
+    exc_text    exc_text           exc_info, stack                          str
     extra       hostname           host                                     str
 
 - Times: ISO 8601 / RFC 3339 (``datetime.fromisoformat``: ``Z``, offsets, a space for ``T``,
@@ -29,15 +30,59 @@ within a row, and a LogRecord name, when present, always beats its aliases::
   default ``json_date_key``.
 - Levels: names are case-insensitive (``trace`` 5, ``debug`` 10, ``info``/``notice`` 20,
   ``warn``/``warning`` 30, ``error``/``err`` 40, ``critical``/``crit``/``fatal``/``alert``/
-  ``emerg``/``panic`` 50); a number (or numeric string) is a stdlib level number (so pino's and
-  bunyan's 30 is WARNING, not their "info"); an unknown name is kept as ``levelname`` with no
-  ``levelno``.
+  ``emerg``/``panic`` 50); a number (or numeric string) is a stdlib level number (pino's and
+  bunyan's numbers are read on their own scale by their shapes, below); an unknown name is
+  kept as ``levelname`` with no ``levelno``.
 - ``message`` is a LogRecord attribute the encoder never stores, so it is always consumed: it
   becomes ``msg``, or, if ``msg`` is there too and differs, the extra key ``_message``.
   ``log`` (Fluent Bit's tail and docker inputs) and ``exc_info`` (python-json-logger's
   traceback text) are used only when they are strings.
 - An alias whose value cannot be used (a time that does not parse, a ``host`` object) is left
   under its own key, i.e. in ``extra``: nothing the sender wrote is dropped.
+- ``stack`` (winston's ``format.errors({stack: true})``), when a string and no ``exc_text``
+  is sent, is the traceback. ``asctime`` (python-json-logger's ``%(asctime)s``, the stdlib's
+  default ``2024-05-01 12:00:00,123``) is the time, in the format's ``tz``, when no other time
+  is sent.
+- LogRecord names the store has no column for (``asctime``, ``filename``, ``msecs``,
+  ``relativeCreated``, ``taskName``, ``args``, an ``exc_info`` that is not text) would be
+  dropped by the encoder, which keeps only non-LogRecord keys in ``extra``; from a JSON sender
+  they are kept under ``_<name>`` (``_filename``), as ``message`` is kept as ``_message``.
+
+Library shapes. Some libraries write their own vocabulary, which the table above would misread
+(pino's ``"level":30`` is its info). Each has a signature no plain line carries; ``shape``
+``"auto"`` (the default) looks for it, in this order, and a named shape skips the detection:
+
+    shape      signature                                  mapped first (then the table above)
+    gelf       "version" and "short_message"              short_message -> msg, full_message ->
+                                                          exc_text, level: syslog severity,
+                                                          timestamp, host -> hostname, facility
+                                                          -> logger (unless _logger), file/line,
+                                                          "_x" fields -> "x" (graypy's _pid,
+                                                          _function, _thread_name, ... -> columns)
+    loguru     "record" object beside "text"              record.time.timestamp, record.level.no/
+                                                          name, message, name, file.path, line,
+                                                          function, module, process/thread id+name;
+                                                          record.extra -> top-level keys; the
+                                                          traceback part of text -> exc_text
+    bunyan     "v": 0 with a numeric "level"              level on the pino/bunyan scale, msg,
+                                                          name, time, pid, err.stack -> exc_text
+    ecs        "ecs.version", "log.level" (dotted or      @timestamp, log.level, log.logger,
+               nested), or an "ecs" object                log.origin.file.line/function,
+                                                          process.pid/name/thread.id/name,
+                                                          error.stack_trace (+ error.type:
+                                                          error.message) -> exc_text
+    pino       numeric "level" and epoch-ms "time"        level on the pino scale (10 trace, 20
+                                                          debug, 30 info, 40 warn, 50 error, 60
+                                                          fatal), time in ms, err.stack -> exc_text
+    structlog  "event" with no msg/message                event -> msg, exception -> exc_text,
+                                                          stack -> stack_info
+    plain      anything else                              the table above only
+
+Keys a shape reads are consumed; whatever it does not read (``hostname``, ``v``, pino's
+``err.type``, ECS's ``log.original``, loguru's ``elapsed``) stays, in ``extra``. Two renderings
+are not kept because every piece of them is: loguru's ``text`` when it holds no traceback, and
+its ``time.repr``/``level.icon``/``file.name``. A nested object whose key is a column
+(ECS's ``process``) has its unread rest kept as dotted keys (``process.executable``).
 
 Hostile values. orjson refuses nesting deeper than 1024, invalid UTF-8, lone surrogates and
 numbers that overflow a double. We retry such a line once, leniently (invalid UTF-8 replaced
@@ -60,10 +105,10 @@ from typing import Any
 import orjson
 
 from logsvc.errors import RecordRejected
-from logsvc.record import RecordDict
+from logsvc.record import STANDARD_ATTRS, RecordDict
 from logsvc.wire.localtime import local_epoch
 
-__all__ = ["LEVELS", "JsonFormat", "epoch_of", "level_of"]
+__all__ = ["LEVELS", "SHAPES", "JsonFormat", "epoch_of", "level_of"]
 
 _loads = orjson.loads
 _dumps = orjson.dumps
@@ -121,11 +166,61 @@ _TEXT_FIELDS = frozenset(
         "stack_info",
     }
 )
-# Every key parse() looks at; a record with none of them is returned as orjson built it.
-_WATCHED = _TEXT_FIELDS | frozenset(
-    {"levelno", "level", "logger", "logger_name", "log", "host", "pid", *_TIME_ALIASES}
+# LogRecord names with no column: the encoder drops them (record.STANDARD_ATTRS), so a JSON
+# sender's are renamed to "_<name>". "message" is not here: it is always consumed as msg.
+_UNSTORED = frozenset({"args", "asctime", "exc_info", "filename", "msecs", "relativeCreated", "taskName"})
+# Keys whose presence sends a line in "auto" to _detect (pino's numeric level is checked apart).
+_SIGNATURE_KEYS = frozenset(
+    {"short_message", "record", "v", "ecs.version", "log.level", "ecs", "log", "event"}
 )
+# Every key parse() looks at; a record with none of them is returned as orjson built it.
+_WATCHED = (
+    _TEXT_FIELDS
+    | _UNSTORED
+    | _SIGNATURE_KEYS
+    | frozenset({"levelno", "level", "logger", "logger_name", "log", "host", "pid", "stack", *_TIME_ALIASES})
+)
+# Keys only some records carry: one isdisjoint() skips all their branches in the common case.
+_RARE = _SIGNATURE_KEYS | _UNSTORED | {"stack"}
 _intersection = _WATCHED.intersection  # iterates the record's keys: faster than keys() & set
+
+SHAPES = ("auto", "plain", "pino", "bunyan", "ecs", "loguru", "structlog", "gelf")
+
+# pino's and bunyan's level numbers (their docs: "trace" 10 .. "fatal" 60).
+_PINO_LEVELS: dict[int, tuple[int, str]] = {
+    10: LEVELS["trace"],
+    20: LEVELS["debug"],
+    30: LEVELS["info"],
+    40: LEVELS["warning"],
+    50: LEVELS["error"],
+    60: _CRITICAL,
+}
+# GELF's level is a syslog severity (RFC 5424 6.2.1): 0 emerg .. 7 debug.
+_SYSLOG_LEVELS: dict[int, tuple[int, str]] = {
+    0: _CRITICAL,
+    1: _CRITICAL,
+    2: _CRITICAL,
+    3: LEVELS["error"],
+    4: LEVELS["warning"],
+    5: LEVELS["info"],
+    6: LEVELS["info"],
+    7: LEVELS["debug"],
+}
+# graypy's additional fields (handler.py _add_debugging_fields, _set_custom_facility) and the
+# GELF 1.0 file/line, to LogRecord names; any other "_x" becomes "x".
+_GELF_FIELDS = {
+    "file": "pathname",
+    "line": "lineno",
+    "_file": "pathname",
+    "_line": "lineno",
+    "_function": "funcName",
+    "_pid": "process",
+    "_thread_name": "threadName",
+    "_process_name": "processName",
+    "_logger": "name",
+    "_logger_name": "name",
+    "_level_name": "levelname",
+}
 
 
 def epoch_of(value: Any, tz: _dt.tzinfo = _UTC) -> float | None:
@@ -220,17 +315,269 @@ def _lenient_loads(frame: bytes) -> Any:
         raise RecordRejected("Line is not JSON.", reason="not_json") from None
 
 
+_MISSING: Any = object()
+
+
+def _take(obj: dict[str, Any], path: tuple[str, ...], dotted: bool = False) -> Any:
+    # Pop obj[path[0]][path[1]]... (or, with dotted, obj["a.b.c"] first, as ECS allows both),
+    # dropping the objects it empties; _MISSING if the path is not there.
+    if dotted and len(path) > 1:
+        key = ".".join(path)
+        if key in obj:
+            return obj.pop(key)
+    head = obj.get(path[0], _MISSING)
+    if len(path) == 1:
+        return _MISSING if head is _MISSING else obj.pop(path[0])
+    if type(head) is not dict:
+        return _MISSING
+    value = _take(head, path[1:])
+    if not head:
+        del obj[path[0]]
+    return value
+
+
+def _put(rec: RecordDict, key: str, value: Any, fallback: str) -> None:
+    # A value a shape read goes to its column, unless the sender also wrote that column:
+    # then it stays under its own name (fallback), in extra.
+    if key in rec:
+        rec[fallback] = value
+    else:
+        rec[key] = value
+
+
+def _numeric_level(rec: RecordDict, table: dict[int, tuple[int, str]]) -> None:
+    # A "level" number on a library's own scale (pino/bunyan, syslog) -> levelno + levelname.
+    level = rec.get("level")
+    if type(level) is not int or "levelno" in rec:
+        return
+    del rec["level"]
+    hit = table.get(level)
+    if hit is None:
+        rec.setdefault("levelname", f"Level {level}")  # a custom level: its number, kept
+    else:
+        rec["levelno"] = hit[0]
+        rec.setdefault("levelname", hit[1])
+
+
+def _err_stack(rec: RecordDict, key: str) -> None:
+    # pino's and bunyan's err serializer: {"type"/"name", "message", "stack", ...}.
+    err = rec.get(key)
+    if type(err) is dict and type(err.get("stack")) is str and "exc_text" not in rec:
+        rec["exc_text"] = err.pop("stack")
+        if not err:
+            del rec[key]
+
+
+def _pino(rec: RecordDict, tz: _dt.tzinfo) -> None:
+    _numeric_level(rec, _PINO_LEVELS)
+    t = rec.get("time")
+    if "created" not in rec and (type(t) is int or type(t) is float):
+        x = t / 1000.0  # pino's time is always epoch milliseconds (pino.stdTimeFunctions.epochTime)
+        if _MIN_EPOCH < x < _MAX_EPOCH:
+            rec["created"] = x
+            del rec["time"]
+    _err_stack(rec, "err")
+
+
+def _bunyan(rec: RecordDict, tz: _dt.tzinfo) -> None:
+    _numeric_level(rec, _PINO_LEVELS)
+    _err_stack(rec, "err")
+
+
+def _gelf(rec: RecordDict, tz: _dt.tzinfo) -> None:
+    for key in [k for k in rec if k[:1] == "_" or k in _GELF_FIELDS]:
+        dst = _GELF_FIELDS.get(key) or key[1:]
+        if dst and dst not in rec:
+            rec[dst] = rec.pop(key)
+    if "msg" not in rec and "short_message" in rec:
+        rec["msg"] = rec.pop("short_message")
+    full = rec.get("full_message")
+    if type(full) is str and "exc_text" not in rec:
+        rec["exc_text"] = full
+        del rec["full_message"]
+    _numeric_level(rec, _SYSLOG_LEVELS)
+    if "name" not in rec and type(rec.get("facility")) is str:
+        rec["name"] = rec.pop("facility")
+
+
+# loguru's serialize=True record (loguru/_handler.py _serialize_record) -> LogRecord names.
+_LOGURU_PATHS = (
+    (("time", "timestamp"), "created"),
+    (("level", "no"), "levelno"),
+    (("level", "name"), "levelname"),
+    (("message",), "msg"),
+    (("name",), "name"),
+    (("file", "path"), "pathname"),
+    (("line",), "lineno"),
+    (("function",), "funcName"),
+    (("module",), "module"),
+    (("process", "id"), "process"),
+    (("process", "name"), "processName"),
+    (("thread", "id"), "thread"),
+    (("thread", "name"), "threadName"),
+)
+# Renderings of values kept above: not stored twice.
+_LOGURU_RENDERINGS = (("time", "repr"), ("level", "icon"), ("file", "name"))
+_TRACEBACK_HEAD = "Traceback (most recent call last):"
+
+
+def _loguru(rec: RecordDict, tz: _dt.tzinfo) -> None:
+    r = rec.get("record")
+    if type(r) is not dict:
+        return
+    del rec["record"]
+    text = rec.pop("text") if type(rec.get("text")) is str else None
+    for path, column in _LOGURU_PATHS:
+        value = _take(r, path)
+        if value is not _MISSING:
+            _put(rec, column, value, "record." + ".".join(path))
+    for path in _LOGURU_RENDERINGS:
+        _take(r, path)
+    if "created" in rec and type(rec["created"]) is not float:
+        epoch = epoch_of(rec["created"], tz)
+        if epoch is not None:
+            rec["created"] = epoch
+    exc = r.get("exception", _MISSING)
+    if exc is None:
+        del r["exception"]  # loguru's "no exception"
+    elif exc is not _MISSING and text is not None and "exc_text" not in rec:
+        # text is the formatted line, then the traceback loguru formatted (with its own
+        # "> File" markers): the traceback part is exc_text; the line is a rendering.
+        at = text.find(_TRACEBACK_HEAD)
+        rec["exc_text"] = (text[at:] if at >= 0 else text).rstrip("\n")
+        text = None
+    if text is not None and exc is not None and exc is not _MISSING:
+        rec["text"] = text  # a traceback we could not place: the text is all there is of it
+    user = r.pop("extra", None)
+    for key, value in r.items():  # what loguru wrote that has no column: elapsed, exception
+        rec["record." + key if key in rec else key] = value
+    if type(user) is dict:
+        for key, value in user.items():  # logger.bind(...) / extra=: the user's own fields
+            rec["_" + key if key in rec or key in STANDARD_ATTRS else key] = value
+
+
+# ECS (ecs-logging, the Elastic Common Schema): dotted or nested keys -> LogRecord names.
+_ECS_PATHS = (
+    (("log", "logger"), "name"),
+    (("log", "origin", "file", "line"), "lineno"),
+    (("log", "origin", "function"), "funcName"),
+    (("process", "pid"), "process"),
+    (("process", "name"), "processName"),
+    (("process", "thread", "id"), "thread"),
+    (("process", "thread", "name"), "threadName"),
+)
+
+
+def _ecs(rec: RecordDict, tz: _dt.tzinfo) -> None:
+    level = _take(rec, ("log", "level"), dotted=True)
+    if level is not _MISSING:
+        hit = level_of(level) if "levelno" not in rec else None
+        if hit is None:
+            rec["log.level"] = level
+        else:
+            if hit[0] is not None:
+                rec["levelno"] = hit[0]
+            rec.setdefault("levelname", hit[1])
+    found = [(path, column, _take(rec, path, dotted=True)) for path, column in _ECS_PATHS]
+    proc = rec.get("process")
+    if type(proc) is dict:  # the rest of ECS's process object: its column is the pid
+        del rec["process"]
+        for key, value in proc.items():
+            rec[f"process.{key}"] = value
+    for path, column, value in found:
+        if value is not _MISSING:
+            _put(rec, column, value, ".".join(path))
+    stack = _take(rec, ("error", "stack_trace"), dotted=True)
+    if stack is not _MISSING:
+        if type(stack) is str and "exc_text" not in rec:
+            # ecs-logging (Python) writes only the frames (traceback.format_tb); the type and
+            # message are error.type / error.message, kept in extra as well.
+            etype, emsg = rec.get("error.type"), rec.get("error.message")
+            error = rec.get("error")
+            if type(error) is dict:
+                etype, emsg = error.get("type", etype), error.get("message", emsg)
+            if stack.startswith('  File "'):
+                stack = f"{_TRACEBACK_HEAD}\n{stack}"
+            if type(etype) is str and etype not in stack:
+                stack = (
+                    f"{stack.rstrip()}\n{etype}: {emsg}" if emsg is not None else f"{stack.rstrip()}\n{etype}"
+                )
+            rec["exc_text"] = stack
+        else:
+            rec["error.stack_trace"] = stack
+
+
+def _structlog(rec: RecordDict, tz: _dt.tzinfo) -> None:
+    if "event" in rec and "msg" not in rec and "message" not in rec:
+        rec["msg"] = rec.pop("event")
+    if type(rec.get("exception")) is str and "exc_text" not in rec:
+        rec["exc_text"] = rec.pop("exception")  # format_exc_info / ExceptionRenderer
+    if type(rec.get("stack")) is str and "stack_info" not in rec:
+        rec["stack_info"] = rec.pop("stack")  # StackInfoRenderer
+
+
+_SHAPES: dict[str, Any] = {
+    "pino": _pino,
+    "bunyan": _bunyan,
+    "gelf": _gelf,
+    "loguru": _loguru,
+    "ecs": _ecs,
+    "structlog": _structlog,
+}
+
+
+def _detect(rec: RecordDict) -> str:
+    """The library shape whose signature ``rec`` carries, else ``"plain"``; see the docstring."""
+    if "short_message" in rec and "version" in rec:
+        return "gelf"
+    if type(rec.get("record")) is dict and "text" in rec:
+        return "loguru"
+    level = rec.get("level")
+    v = rec.get("v", _MISSING)
+    if v == 0 and type(v) is int and type(level) is int:
+        return "bunyan"
+    if "ecs.version" in rec or "log.level" in rec or type(rec.get("ecs")) is dict:
+        return "ecs"
+    log = rec.get("log")
+    if type(log) is dict and ("level" in log or "logger" in log):
+        return "ecs"
+    if "event" in rec and "msg" not in rec and "message" not in rec:
+        return "structlog"
+    if type(level) is int and _is_epoch_ms(rec.get("time")):
+        return "pino"
+    return "plain"
+
+
+def _is_epoch_ms(t: Any) -> bool:
+    return type(t) is int and 1e11 < t < 1e14
+
+
+def _asctime(value: Any, tz: _dt.tzinfo) -> float | None:
+    # logging.Formatter's default asctime, "2024-05-01 12:00:00,123" (default_time_format +
+    # default_msec_format): local time, no zone. Only that exact form.
+    if type(value) is not str or len(value) != 23 or value[19] != "," or value[10] != " ":
+        return None
+    return epoch_of(f"{value[:19]}.{value[20:]}", tz)
+
+
 class JsonFormat:
     """Parses one JSON object per frame into a record dict; see the module docstring.
 
     Attributes:
         tz: the zone of times written without one (``--assume-timezone``; default UTC).
+        shape: ``"auto"`` (detect a library's shape by its signature), ``"plain"`` (the key
+            table only), or one library's shape (``--json-format``); see ``SHAPES``.
     """
 
-    __slots__ = ("tz",)
+    __slots__ = ("_auto", "_map", "shape", "tz")
 
-    def __init__(self, tz: _dt.tzinfo = _UTC) -> None:
+    def __init__(self, tz: _dt.tzinfo = _UTC, shape: str = "auto") -> None:
+        if shape not in SHAPES:
+            raise ValueError(f"unknown JSON shape {shape!r}; one of {', '.join(SHAPES)}")
         self.tz = tz
+        self.shape = shape
+        self._map = _SHAPES.get(shape)
+        self._auto = shape == "auto"
 
     def parse(self, frame: bytes) -> RecordDict:
         """Turn one JSON object into a record dict.
@@ -255,8 +602,33 @@ class JsonFormat:
         hits = _intersection(rec)
         if not hits:
             return rec
+        # "[", or a "{" past the first: there may be containers in the text fields.
+        return self._parse(rec, hits, 0x5B in frame or frame.count(0x7B) > 1)
+
+    def parse_object(self, obj: dict[str, Any]) -> RecordDict:
+        """Turn one already decoded JSON object into a record dict, as ``parse`` does.
+
+        For transports that decode a body themselves (a JSON array, Elasticsearch ``_bulk``).
+        ``obj`` is changed in place and returned; it must hold only what JSON decodes to
+        (dict, list, str, int, float, bool, None).
+        """
+        hits = _intersection(obj)
+        return self._parse(obj, hits, True) if hits else obj
+
+    def _parse(self, rec: RecordDict, hits: frozenset[str], containers: bool) -> RecordDict:
+        rare = not hits.isdisjoint(_RARE)
+        shape_map = self._map
+        if shape_map is None and self._auto:
+            if (rare and not hits.isdisjoint(_SIGNATURE_KEYS)) or (
+                "level" in hits and type(rec["level"]) is int
+            ):
+                shape_map = _SHAPES.get(_detect(rec))
+        if shape_map is not None:
+            shape_map(rec, self.tz)
+            hits = _intersection(rec)
+            containers = rare = True
         # Hot path: ~5 watched keys per record; each branch below is a set lookup when unused.
-        if 0x5B in frame or frame.count(0x7B) > 1:  # "[", or a "{" past the first: containers
+        if containers:
             for key in hits & _TEXT_FIELDS:
                 t = type(rec[key])
                 if t is list or t is dict:
@@ -278,6 +650,12 @@ class JsonFormat:
                         rec["created"] = epoch
                         del rec[key]
                         break
+            else:
+                if "asctime" in hits:
+                    epoch = _asctime(rec["asctime"], self.tz)
+                    if epoch is not None:
+                        rec["created"] = epoch
+                        del rec["asctime"]
 
         if "levelno" not in hits:
             level = None
@@ -325,4 +703,17 @@ class JsonFormat:
             if "exc_text" not in rec and type(exc_info) is str:
                 rec["exc_text"] = exc_info
                 del rec["exc_info"]
+        if not rare:
+            return rec
+        if "stack" in hits and "exc_text" not in rec and type(rec.get("stack")) is str:
+            rec["exc_text"] = rec.pop("stack")  # winston's format.errors({stack: true})
+
+        for key in hits & _UNSTORED:
+            if key in rec:
+                # The encoder drops LogRecord names it has no column for; a JSON sender's
+                # value is kept under "_<name>" instead (nothing a sender wrote vanishes).
+                alt = "_" + key
+                while alt in rec:
+                    alt = "_" + alt
+                rec[alt] = rec.pop(key)
         return rec
