@@ -239,6 +239,14 @@ OPTIONS: tuple[Option, ...] = (
         True,
     ),
     Option(
+        "listen_otlp",
+        parse_hostport,
+        "HTTP address for OpenTelemetry logs: POST /v1/logs (OTLP/HTTP, protobuf or JSON, gzip), "
+        "plus /metrics, /healthz and /readyz; conventionally port 4318; repeatable",
+        "HOST:PORT",
+        True,
+    ),
+    Option(
         "metrics",
         _parse_optional_hostport,
         "HTTP address for /metrics, /healthz and /readyz only (logsvc stats reads it); --metrics= for none",
@@ -377,6 +385,7 @@ class Settings:
     listen_syslog: list[tuple[str, int]] = field(default_factory=list)
     listen_syslog_udp: list[tuple[str, int]] = field(default_factory=list)
     listen_http: list[tuple[str, int]] = field(default_factory=list)
+    listen_otlp: list[tuple[str, int]] = field(default_factory=list)
     # Loopback only by default: the figures are for the operator on this machine (and
     # Prometheus is told to scrape another address on purpose).
     metrics: tuple[str, int] | None = ("127.0.0.1", 5080)

@@ -8,6 +8,13 @@ writer is not accepting (journal full or failing) or the service is stopping, a 
 is answered ``503`` with ``Retry-After`` at once; one already being written waits, parked.
 ``/metrics``, ``/healthz`` and ``/readyz`` are answered on every HTTP listener from a
 ``Figures`` snapshot; nothing here reads the server's internals.
+
+``POST /v1/logs`` (OpenTelemetry logs, OTLP/HTTP; on ``--listen-http`` and ``--listen-otlp``)
+takes the same path as ``/ingest``: the body is decoded whole (``wire.otlp``; gzip within the
+body cap, else 413; undecodable, 400; an unknown Content-Type, 415), then its records go
+through the same ``_Job``, a turn's worth at a time, and the answer, an
+ExportLogsServiceResponse with ``partial_success`` when records were rejected, is sent once
+they are durable. 503 with ``Retry-After`` while intake is not open (the exporters retry).
 """
 
 # Copyright (c) logsvc developers
@@ -28,11 +35,14 @@ from logsvc.journal.writer import JournalWriter
 from logsvc.loop import Reactor
 from logsvc.metrics import Metrics
 from logsvc.record import RecordDict
+from logsvc.wire import otlp
 from logsvc.wire.http_body import parse_ingest
 
 # Records of one /ingest request written per loop turn (~20 ms of work for tiny JSON lines).
 INGEST_RECORDS_PER_TURN = 2000
-_PATHS = frozenset({"/ingest", "/metrics", "/healthz", "/readyz"})
+_PATHS = frozenset({"/ingest", "/v1/logs", "/metrics", "/healthz", "/readyz"})
+# ProtocolError reasons of an OTLP body -> the status that answers it.
+_OTLP_STATUS = {"oversized": 413, "unsupported_encoding": 415}
 
 
 class HttpApp:
@@ -67,6 +77,10 @@ class HttpApp:
             resp = self._ingest(conn, req)
             if resp is None:
                 return None  # answered once the records are in the journal
+        elif req.path == "/v1/logs" and kind in ("http", "otlp"):
+            resp = self._otlp(conn, req, kind)
+            if resp is None:
+                return None  # answered once the records are in the journal
         elif req.method not in ("GET", "HEAD") and req.path in _PATHS:
             resp = Response.json(405, {"error": f"{req.method} is not allowed on {req.path}"},
                                  [("Allow", "GET, HEAD")])  # fmt: skip
@@ -99,6 +113,31 @@ class HttpApp:
         self._continue(_Job(conn, items, time.time()))
         return None
 
+    def _otlp(self, conn: HttpConnection, req: Request, kind: str) -> Response | None:
+        if req.method != "POST":
+            return Response.json(405, {"error": "use POST /v1/logs"}, [("Allow", "POST")])
+        writer = self._writer
+        if self._stopping() or not writer.accepting:
+            why = "the service is stopping" if self._stopping() else f"{writer.reason}; retry later"
+            return Response.json(503, {"error": why}, [("Retry-After", "1")])
+        media = otlp.media_type(req.headers.get("content-type", ""))
+        if media is None:
+            return Response.json(415, {"error": f"use Content-Type {otlp.PROTOBUF} or {otlp.JSON}"})
+        try:
+            body = otlp.decompress(req.body, req.headers.get("content-encoding", ""), conn.max_body_bytes)
+            items = otlp.parse_logs(body, media)
+        except ProtocolError as exc:
+            self._metrics.frames_rejected[kind, exc.reason] += 1
+            return Response.json(_OTLP_STATUS.get(exc.reason, 400), {"error": str(exc)})
+
+        def reply(job: _Job) -> Response:
+            rejected = sum(job.rejected.values())
+            why = ", ".join(f"{n} {reason}" for reason, n in sorted(job.rejected.items()))
+            return Response(200, otlp.export_response(media, rejected, why), media)
+
+        self._continue(_Job(conn, items, time.time(), kind, "/v1/logs", reply))
+        return None
+
     def _continue(self, job: _Job) -> None:
         # At most INGEST_RECORDS_PER_TURN records of one request per loop turn: a 16 MiB body
         # of tiny lines is two million records, some 18 s of work, and every other client
@@ -111,47 +150,64 @@ class HttpApp:
             return
         try:
             job.accepted += writer.write(
-                islice(job.records(m), INGEST_RECORDS_PER_TURN), "http", conn.peer, job.received
+                islice(job.records(m), INGEST_RECORDS_PER_TURN), job.kind, conn.peer, job.received
             )
         except ProtocolError as exc:
-            m.frames_rejected["http", exc.reason] += 1
+            m.frames_rejected[job.kind, exc.reason] += 1
             job.done = True
             if not job.accepted:
-                self._answer(conn, Response.json(400, {"error": str(exc)}))
+                self._answer(conn, Response.json(400, {"error": str(exc)}), job.path)
                 return
         if not job.done:
             self._reactor.call_soon(lambda: self._continue(job))
             return
         if not job.accepted:
-            self._answer(
-                conn, Response.json(400 if job.rejected else 200, {"accepted": 0, "rejected": job.rejected})
-            )
+            self._answer(conn, job.reply(job), job.path)
             return
 
         def durable(ok: bool) -> None:
             if ok:
-                resp = Response.json(200, {"accepted": job.accepted, "rejected": job.rejected})
+                resp = job.reply(job)
             else:
                 resp = Response.json(503, {"error": "the journal could not be written"})
-            self._answer(conn, resp)
+            self._answer(conn, resp, job.path)
 
         writer.when_durable(durable)
 
-    def _answer(self, conn: HttpConnection, resp: Response) -> None:
-        self._metrics.http_requests["/ingest", resp.status] += 1
+    def _answer(self, conn: HttpConnection, resp: Response, path: str = "/ingest") -> None:
+        self._metrics.http_requests[path, resp.status] += 1
         conn.respond(resp)
 
 
-class _Job:
-    """One ``/ingest`` request being written, a turn's worth of records at a time."""
+def _ingest_reply(job: _Job) -> Response:
+    # /ingest: 400 when every record was refused, else 200 with the counts.
+    status = 400 if job.rejected and not job.accepted else 200
+    return Response.json(status, {"accepted": job.accepted, "rejected": job.rejected})
 
-    __slots__ = ("_items", "accepted", "conn", "done", "received", "rejected")
+
+class _Job:
+    """One ingest request (``/ingest``, ``/v1/logs``) being written, a turn's worth at a time.
+
+    ``kind`` labels its records and rejections in the metrics; ``reply`` makes the answer
+    once they are durable (or at once when none was accepted).
+    """
+
+    __slots__ = ("_items", "accepted", "conn", "done", "kind", "path", "received", "rejected", "reply")
 
     def __init__(
-        self, conn: HttpConnection, items: Iterator[RecordDict | RecordRejected], received: float
+        self,
+        conn: HttpConnection,
+        items: Iterator[RecordDict | RecordRejected],
+        received: float,
+        kind: str = "http",
+        path: str = "/ingest",
+        reply: Callable[[_Job], Response] = _ingest_reply,
     ) -> None:
         self.conn = conn
         self._items = items
+        self.kind = kind
+        self.path = path
+        self.reply = reply
         self.received = received  # one receive time for the whole request
         self.accepted = 0
         self.rejected: dict[str, int] = {}
@@ -162,7 +218,7 @@ class _Job:
         for item in self._items:
             if isinstance(item, RecordRejected):
                 self.rejected[item.reason] = self.rejected.get(item.reason, 0) + 1
-                m.records_rejected["http", item.reason] += 1
+                m.records_rejected[self.kind, item.reason] += 1
                 continue
             yield item
         self.done = True

@@ -65,7 +65,7 @@ REFUSAL_LOG_INTERVAL_S = 10.0
 HTTP_KEEPALIVE_S = 75.0
 _PEERCRED = struct.Struct("3i")
 _ACCEPT_RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
-_HTTP_KINDS = frozenset({"http", "metrics"})
+_HTTP_KINDS = frozenset({"http", "otlp", "metrics"})
 # What each listener kind speaks, for the start-up log.
 _KIND_TEXT = {
     "pickle": "SocketHandler pickle frames",
@@ -74,6 +74,7 @@ _KIND_TEXT = {
     "udp": "DatagramHandler pickle datagrams",
     "syslog_udp": "syslog datagrams",
     "http": "HTTP: POST /ingest, /metrics, /healthz, /readyz",
+    "otlp": "OTLP/HTTP: POST /v1/logs, /metrics, /healthz, /readyz",
     "metrics": "HTTP: /metrics, /healthz, /readyz",
 }
 
@@ -144,7 +145,12 @@ class Intake:
                 self._listen(*where)
         for host, port in st.listen_tls:
             self._listen(host, port, tls=self._tls)
-        for kind, addrs in (("json", st.listen_json), ("syslog", st.listen_syslog), ("http", st.listen_http)):
+        for kind, addrs in (
+            ("json", st.listen_json),
+            ("syslog", st.listen_syslog),
+            ("http", st.listen_http),
+            ("otlp", st.listen_otlp),
+        ):
             for host, port in addrs:
                 self._listen(host, port, kind=kind)
         for kind, addrs in (("udp", st.listen_udp), ("syslog_udp", st.listen_syslog_udp)):

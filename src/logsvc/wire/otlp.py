@@ -1,0 +1,499 @@
+"""OpenTelemetry logs over OTLP/HTTP: request bodies in, record dicts out (sans-IO).
+
+What arrives at ``POST /v1/logs`` (OTLP specification, "OTLP/HTTP")::
+
+    Content-Type: application/x-protobuf    an ExportLogsServiceRequest, binary protobuf
+    Content-Type: application/json          the same message in OTLP's JSON: lowerCamelCase
+                                            names, trace and span ids as hex (not base64),
+                                            enums as integers, int64 as strings or numbers
+    Content-Encoding: gzip                  optional, either way
+
+    ExportLogsServiceRequest
+      resource_logs[]: resource {attributes[]}, scope_logs[]
+        scope_logs[]:  scope {name, version, attributes[]}, log_records[]
+          log_records[]: time_unix_nano, observed_time_unix_nano, severity_number,
+                         severity_text, body (AnyValue), attributes[], trace_id (16 bytes),
+                         span_id (8 bytes), flags, event_name
+
+The answer is an ExportLogsServiceResponse, in the request's encoding; when some records were
+rejected it carries ``partial_success {rejected_log_records, error_message}``
+(``export_response``). The body is parsed whole first (``parse_logs``): a body that does not
+decode is a ``ProtocolError`` before any record is produced (the route answers 400); the
+records then come one at a time, so a large request is written a turn's worth at a time.
+
+Mapping to the record (a ``LogRecord.__dict__``-shaped dict, as every other format)::
+
+    created         time_unix_nano, else observed_time_unix_nano (ns -> s); neither: the
+                    receive time
+    levelno         severity_number: 1-4 TRACE -> 5, 5-8 DEBUG -> 10, 9-12 INFO -> 20,
+    levelname       13-16 WARN -> 30 WARNING, 17-20 ERROR -> 40, 21-24 FATAL -> 50 CRITICAL;
+                    0 (unspecified): severity_text read as a level name, else INFO
+    msg             body: a string as is; any other value as JSON; none: ""
+    name            attribute logger.name or log.logger, else the scope's name (the Python
+                    SDK's LoggingHandler names the scope after the logger), else resource
+                    attribute service.name
+    pathname,       the code.* attributes (code.file.path, code.line.number,
+    lineno,         code.function.name, and their older names code.filepath, code.lineno,
+    funcName,       code.function), thread.id, thread.name, exception.stacktrace: into the
+    thread, ...     LogRecord columns they are
+    process         resource attribute process.pid
+    extra           trace_id, span_id (hex; absent when all zero), every other attribute by
+                    its key (one that is a LogRecord attribute name or one of ours goes under
+                    "attributes" instead, so it cannot overwrite a column), "resource" (its
+                    attributes), "hostname" (host.name), "scope" {name, version,
+                    attributes}, "event_name", "severity_text" when it says more than the level
+
+Limits: an AnyValue nested deeper than ``MAX_ANY_DEPTH`` rejects its record (``complexity``),
+counted in the partial success; the body itself is capped by the HTTP layer, and a gzip body
+after decompression by ``decompress``'s cap (``oversized``, answered 413).
+"""
+
+# Copyright (c) logsvc developers
+
+from __future__ import annotations
+
+import base64
+import zlib
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import orjson
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsPartialSuccess,
+    ExportLogsServiceRequest,
+    ExportLogsServiceResponse,
+)
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+from logsvc.errors import ProtocolError, RecordRejected
+from logsvc.record import STANDARD_ATTRS, RecordDict
+
+__all__ = [
+    "JSON",
+    "MAX_ANY_DEPTH",
+    "PROTOBUF",
+    "decompress",
+    "export_response",
+    "media_type",
+    "parse_logs",
+]
+
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+# How deep an AnyValue (arrays and key-value lists inside each other) may nest. protobuf's own
+# parser stops at 100 (its default recursion limit); what people log is a few levels deep, and
+# the store's extra column must stay within jsonb's nesting too.
+MAX_ANY_DEPTH = 32
+
+# severity_number // 4 (1..24 in six bands of four) -> (levelno, levelname)
+_BANDS = ((5, "TRACE"), (10, "DEBUG"), (20, "INFO"), (30, "WARNING"), (40, "ERROR"), (50, "CRITICAL"))
+_INFO = (20, "INFO")
+_NAMES = {
+    "TRACE": 0,
+    "DEBUG": 1,
+    "INFO": 2,
+    "NOTICE": 2,
+    "WARN": 3,
+    "WARNING": 3,
+    "ERROR": 4,
+    "ERR": 4,
+    "FATAL": 5,
+    "CRITICAL": 5,
+}
+# OTLP JSON may name the enum: "SEVERITY_NUMBER_WARN2" -> 14.
+_SEVERITY_ENUM = {
+    f"SEVERITY_NUMBER_{name}{'' if i == 0 else i + 1}": 4 * band + i + 1
+    for band, name in enumerate(("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"))
+    for i in range(4)
+}
+# Attributes that are LogRecord columns (current semantic conventions, then the older names).
+_COLUMNS = {
+    "code.file.path": "pathname",
+    "code.filepath": "pathname",
+    "code.line.number": "lineno",
+    "code.lineno": "lineno",
+    "code.function.name": "funcName",
+    "code.function": "funcName",
+    "thread.id": "thread",
+    "thread.name": "threadName",
+    "exception.stacktrace": "exc_text",
+}
+_INT_COLUMNS = frozenset({"lineno", "thread"})  # the others are text; a value of another type stays in extra
+_LOGGER_ATTRS = ("logger.name", "log.logger")
+# Keys this mapping sets in extra; an attribute named so goes under "attributes".
+_OURS = frozenset({"trace_id", "span_id", "resource", "scope", "hostname", "event_name", "severity_text"})
+_RESERVED = STANDARD_ATTRS | _OURS | {"attributes"}
+
+
+class _TooDeep(Exception):
+    pass
+
+
+def media_type(content_type: str) -> str | None:
+    """``PROTOBUF``, ``JSON``, or None for a Content-Type OTLP/HTTP does not use."""
+    mt = content_type.split(";", 1)[0].strip().lower()
+    return mt if mt in (PROTOBUF, JSON) else None
+
+
+def decompress(body: bytes, encoding: str, max_bytes: int) -> bytes:
+    """The body as sent before its Content-Encoding, at most ``max_bytes`` of it.
+
+    Args:
+        body: the request body as received (the HTTP layer has capped it already).
+        encoding: the Content-Encoding header ("" when absent).
+        max_bytes: the cap on the decompressed body, the same as on a plain one.
+
+    Raises:
+        ProtocolError: ``oversized`` past the cap (the route answers 413: a gzip bomb stops
+            here after ``max_bytes + 1`` bytes of output); ``malformed`` for a broken gzip
+            stream; ``unsupported_encoding`` for an encoding other than gzip or identity.
+    """
+    enc = encoding.strip().lower()
+    if enc in ("", "identity"):
+        return body
+    if enc not in ("gzip", "x-gzip"):
+        raise ProtocolError(
+            f"Content-Encoding {enc[:40]!r} is not supported; use gzip.", reason="unsupported_encoding"
+        )
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = d.decompress(body, max_bytes + 1)
+    except zlib.error as exc:
+        raise ProtocolError(f"The gzip body does not decompress: {exc}.", reason="malformed") from None
+    if len(out) > max_bytes:
+        raise ProtocolError(
+            f"The body is over the cap of {max_bytes} bytes once decompressed.", reason="oversized"
+        )
+    if not d.eof:
+        raise ProtocolError("The gzip body is truncated.", reason="malformed")
+    return out
+
+
+def parse_logs(body: bytes, media: str) -> Iterator[RecordDict | RecordRejected]:
+    """Decode an ExportLogsServiceRequest whole, then yield its records one at a time.
+
+    Args:
+        body: the (decompressed) request body.
+        media: ``PROTOBUF`` or ``JSON`` (see ``media_type``).
+
+    Returns:
+        An iterator of record dicts, and ``RecordRejected`` for a record that cannot be kept.
+
+    Raises:
+        ProtocolError: ``malformed`` if the body does not decode as the message (raised here,
+            before the iterator is returned).
+    """
+    if media == PROTOBUF:
+        req = ExportLogsServiceRequest()
+        try:
+            req.ParseFromString(body)
+        except (DecodeError, RecursionError, ValueError) as exc:
+            raise ProtocolError(
+                f"The body is not an OTLP ExportLogsServiceRequest: {exc}", reason="malformed"
+            ) from None
+        return _pb_records(req)
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolError(f"The body is not JSON: {exc}", reason="malformed") from None
+    if not isinstance(doc, dict) or not isinstance(_get(doc, "resourceLogs", "resource_logs", []), list):
+        raise ProtocolError("The body is not an OTLP ExportLogsServiceRequest in JSON.", reason="malformed")
+    return _json_records(doc)
+
+
+def export_response(media: str, rejected: int, message: str) -> bytes:
+    """The ExportLogsServiceResponse body, with ``partial_success`` when ``rejected``."""
+    if media == PROTOBUF:
+        if not rejected:
+            return ExportLogsServiceResponse().SerializeToString()
+        partial = ExportLogsPartialSuccess(rejected_log_records=rejected, error_message=message)
+        return ExportLogsServiceResponse(partial_success=partial).SerializeToString()
+    if not rejected:
+        return b"{}"
+    # proto3's JSON mapping writes int64 as a string.
+    return orjson.dumps({"partialSuccess": {"rejectedLogRecords": str(rejected), "errorMessage": message}})
+
+
+# --- the record, from either encoding ------------------------------------------------------
+
+
+def _level(number: int, text: str) -> tuple[int, str]:
+    if 1 <= number <= 24:
+        return _BANDS[(number - 1) >> 2]
+    band = _NAMES.get(text.strip().upper())
+    return _INFO if band is None else _BANDS[band]
+
+
+def _record(
+    resource: Mapping[str, Any],
+    scope: Mapping[str, Any] | None,
+    scope_name: str,
+    time_ns: int,
+    observed_ns: int,
+    severity: int,
+    severity_text: str,
+    body: Any,
+    attrs: dict[str, Any],
+    trace_id: str,
+    span_id: str,
+    event_name: str,
+) -> RecordDict:
+    levelno, levelname = _level(severity, severity_text)
+    rec: RecordDict = {"levelno": levelno, "levelname": levelname}
+    ns = time_ns or observed_ns
+    if ns:
+        rec["created"] = ns / 1e9
+    rec["msg"] = body if isinstance(body, str) else "" if body is None else orjson.dumps(body).decode()
+    name = next((attrs.pop(k) for k in _LOGGER_ATTRS if isinstance(attrs.get(k), str)), None)
+    if name is None:
+        name = scope_name or resource.get("service.name")
+    if isinstance(name, str) and name:
+        rec["name"] = name
+    pid = resource.get("process.pid")
+    if isinstance(pid, int):
+        rec["process"] = pid
+    host = resource.get("host.name")
+    if isinstance(host, str):
+        rec["hostname"] = host
+    if resource:
+        rec["resource"] = resource  # shared by the records of one resource; only read
+    if scope:
+        rec["scope"] = scope
+    if trace_id:
+        rec["trace_id"] = trace_id
+    if span_id:
+        rec["span_id"] = span_id
+    if event_name:
+        rec["event_name"] = event_name
+    text = severity_text.strip()
+    if text and text.upper() not in (levelname, _SHORT.get(levelname)):
+        rec["severity_text"] = text
+    clashing: dict[str, Any] | None = None
+    for key, value in attrs.items():
+        column = _COLUMNS.get(key)
+        if column is not None and isinstance(value, int if column in _INT_COLUMNS else str):
+            rec[column] = value
+        elif key in _RESERVED:
+            if clashing is None:
+                clashing = rec["attributes"] = {}
+            clashing[key] = value
+        else:
+            rec[key] = value
+    return rec
+
+
+_SHORT = {"WARNING": "WARN", "CRITICAL": "FATAL"}
+
+
+def _hex_id(raw: bytes) -> str:
+    return raw.hex() if raw.strip(b"\x00") else ""
+
+
+# --- protobuf ------------------------------------------------------------------------------
+
+
+def _pb_value(v: AnyValue, depth: int) -> Any:
+    kind = v.WhichOneof("value")
+    if kind == "string_value":
+        return v.string_value
+    if kind == "int_value":
+        return v.int_value
+    if kind == "bool_value":
+        return v.bool_value
+    if kind == "double_value":
+        return v.double_value
+    if depth >= MAX_ANY_DEPTH:
+        raise _TooDeep
+    if kind == "kvlist_value":
+        return _pb_attrs(v.kvlist_value.values, depth + 1)
+    if kind == "array_value":
+        return [_pb_value(x, depth + 1) for x in v.array_value.values]
+    if kind == "bytes_value":
+        return base64.b64encode(v.bytes_value).decode()
+    return None
+
+
+def _pb_attrs(kvs: Any, depth: int = 0) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    kv: KeyValue
+    for kv in kvs:
+        out[kv.key] = _pb_value(kv.value, depth)
+    return out
+
+
+def _pb_records(req: ExportLogsServiceRequest) -> Iterator[RecordDict | RecordRejected]:
+    for rl in req.resource_logs:
+        try:
+            resource = _pb_attrs(rl.resource.attributes)
+        except _TooDeep:
+            resource = {}
+        for sl in rl.scope_logs:
+            sc = sl.scope
+            scope: dict[str, Any] = {}
+            if sc.name:
+                scope["name"] = sc.name
+            if sc.version:
+                scope["version"] = sc.version
+            if sc.attributes:
+                try:
+                    scope["attributes"] = _pb_attrs(sc.attributes)
+                except _TooDeep:
+                    pass
+            for lr in sl.log_records:
+                try:
+                    body = _pb_value(lr.body, 0) if lr.HasField("body") else None
+                    attrs = _pb_attrs(lr.attributes)
+                except _TooDeep:
+                    yield RecordRejected(
+                        f"A value nests deeper than {MAX_ANY_DEPTH} levels.", reason="complexity"
+                    )
+                    continue
+                yield _record(
+                    resource,
+                    scope,
+                    sc.name,
+                    lr.time_unix_nano,
+                    lr.observed_time_unix_nano,
+                    lr.severity_number,
+                    lr.severity_text,
+                    body,
+                    attrs,
+                    _hex_id(lr.trace_id),
+                    _hex_id(lr.span_id),
+                    lr.event_name,
+                )
+
+
+# --- OTLP JSON -----------------------------------------------------------------------------
+
+
+def _get(d: Mapping[str, Any], camel: str, snake: str, default: Any = None) -> Any:
+    # The specification's names are lowerCamelCase; proto3's JSON parsers accept the field
+    # names too, and some senders use them.
+    v = d.get(camel)
+    if v is None:
+        v = d.get(snake, default)
+    return v
+
+
+def _int(v: Any) -> int:
+    # int64 and uint64 arrive as strings or numbers.
+    if isinstance(v, bool):
+        raise ValueError("a boolean is not an integer")
+    if isinstance(v, int):
+        return v
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    if isinstance(v, str):
+        return int(v)
+    raise ValueError(f"not an integer: {v!r}")
+
+
+def _json_value(v: Any, depth: int) -> Any:
+    if not isinstance(v, dict):
+        return None
+    for camel, snake in (("stringValue", "string_value"), ("boolValue", "bool_value")):
+        x = _get(v, camel, snake)
+        if x is not None:
+            return x
+    x = _get(v, "intValue", "int_value")
+    if x is not None:
+        return _int(x)
+    x = _get(v, "doubleValue", "double_value")
+    if x is not None:
+        return float(x)  # also "NaN", "Infinity", as proto3 JSON writes them
+    if depth >= MAX_ANY_DEPTH:
+        raise _TooDeep
+    x = _get(v, "kvlistValue", "kvlist_value")
+    if isinstance(x, dict):
+        return _json_attrs(x.get("values"), depth + 1)
+    x = _get(v, "arrayValue", "array_value")
+    if isinstance(x, dict):
+        return [_json_value(i, depth + 1) for i in x.get("values") or ()]
+    x = _get(v, "bytesValue", "bytes_value")
+    if x is not None:
+        return x  # already base64, as proto3 JSON writes bytes
+    return None
+
+
+def _json_attrs(kvs: Any, depth: int = 0) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if not isinstance(kvs, list):
+        return out
+    for kv in kvs:
+        if isinstance(kv, dict):
+            key = kv.get("key", "")  # proto3 JSON leaves out a default (empty) key
+            if isinstance(key, str):
+                out[key] = _json_value(kv.get("value"), depth)
+    return out
+
+
+def _json_id(v: Any) -> str:
+    # OTLP JSON writes ids as hex (the one departure from proto3's base64).
+    if not isinstance(v, str) or not v.strip("0"):
+        return ""
+    return v.lower()
+
+
+def _json_records(doc: dict[str, Any]) -> Iterator[RecordDict | RecordRejected]:
+    for rl in _get(doc, "resourceLogs", "resource_logs") or ():
+        if not isinstance(rl, dict):
+            yield RecordRejected("A resourceLogs entry is not an object.", reason="malformed")
+            continue
+        res = rl.get("resource")
+        try:
+            resource = _json_attrs(res.get("attributes")) if isinstance(res, dict) else {}
+        except (_TooDeep, ValueError, TypeError):
+            resource = {}
+        for sl in _get(rl, "scopeLogs", "scope_logs") or ():
+            if not isinstance(sl, dict):
+                yield RecordRejected("A scopeLogs entry is not an object.", reason="malformed")
+                continue
+            sc = sl.get("scope")
+            sc = sc if isinstance(sc, dict) else {}
+            scope: dict[str, Any] = {}
+            name = sc.get("name")
+            scope_name = name if isinstance(name, str) else ""
+            if scope_name:
+                scope["name"] = scope_name
+            if isinstance(sc.get("version"), str) and sc["version"]:
+                scope["version"] = sc["version"]
+            if sc.get("attributes"):
+                try:
+                    scope["attributes"] = _json_attrs(sc["attributes"])
+                except (_TooDeep, ValueError, TypeError):
+                    pass
+            for lr in _get(sl, "logRecords", "log_records") or ():
+                try:
+                    yield _json_record(resource, scope, scope_name, lr)
+                except _TooDeep:
+                    yield RecordRejected(
+                        f"A value nests deeper than {MAX_ANY_DEPTH} levels.", reason="complexity"
+                    )
+                except (ValueError, TypeError, OverflowError) as exc:
+                    yield RecordRejected(f"A log record does not read: {exc}", reason="malformed")
+
+
+def _json_record(resource: dict[str, Any], scope: dict[str, Any], scope_name: str, lr: Any) -> RecordDict:
+    if not isinstance(lr, dict):
+        raise TypeError("a logRecords entry is not an object")
+    sev = _get(lr, "severityNumber", "severity_number", 0)
+    sev = _SEVERITY_ENUM.get(sev, 0) if isinstance(sev, str) and not sev.isdigit() else _int(sev)
+    text = _get(lr, "severityText", "severity_text", "")
+    body = _get(lr, "body", "body")
+    event = _get(lr, "eventName", "event_name", "")
+    return _record(
+        resource,
+        scope,
+        scope_name,
+        _int(_get(lr, "timeUnixNano", "time_unix_nano", 0)),
+        _int(_get(lr, "observedTimeUnixNano", "observed_time_unix_nano", 0)),
+        sev,
+        text if isinstance(text, str) else "",
+        None if body is None else _json_value(body, 0),
+        _json_attrs(lr.get("attributes"), 0),
+        _json_id(_get(lr, "traceId", "trace_id")),
+        _json_id(_get(lr, "spanId", "span_id")),
+        event if isinstance(event, str) else "",
+    )
