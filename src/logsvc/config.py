@@ -209,6 +209,14 @@ OPTIONS: tuple[Option, ...] = (
         True,
     ),
     Option(
+        "listen_gelf",
+        parse_hostport,
+        "address for GELF (graypy, Docker's gelf log driver, Graylog senders): UDP (whole, chunked, "
+        "zlib or gzip datagrams) and TCP (NUL-terminated JSON) on the same port; repeatable",
+        "HOST:PORT",
+        True,
+    ),
+    Option(
         "json_format",
         parse_json_format,
         "how JSON records (--listen-json, POST /ingest) are read: auto (detect pino, bunyan, ECS, "
@@ -381,6 +389,7 @@ class Settings:
     listen_tls: list[tuple[str, int]] = field(default_factory=list)
     listen_udp: list[tuple[str, int]] = field(default_factory=list)
     listen_json: list[tuple[str, int]] = field(default_factory=list)
+    listen_gelf: list[tuple[str, int]] = field(default_factory=list)
     json_format: str = "auto"
     listen_syslog: list[tuple[str, int]] = field(default_factory=list)
     listen_syslog_udp: list[tuple[str, int]] = field(default_factory=list)

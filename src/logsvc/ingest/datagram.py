@@ -1,4 +1,5 @@
-"""UDP listeners: one datagram is one record (``DatagramHandler`` pickles, syslog datagrams).
+"""UDP listeners: one datagram is one record (``DatagramHandler`` pickles, syslog datagrams),
+or for GELF one datagram or a set of chunks (``wire.gelf`` reassembles them).
 
 A ``DatagramReader`` drains its socket edge-triggered, within a budget per turn, parses each
 datagram with a sans-IO format and hands the records to the journal writer. UDP has no
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from logsvc import loop as _loop
 from logsvc.errors import ProtocolError, RecordRejected
-from logsvc.wire import PickleDatagramFormat, SyslogFormat
+from logsvc.wire import GelfDatagramFormat, PickleDatagramFormat, SyslogFormat
 
 if TYPE_CHECKING:
     from logsvc.ingest.intake import Intake
@@ -50,11 +51,15 @@ class DatagramReader:
     def __init__(self, intake: Intake, sock: socket.socket, kind: str, name: str) -> None:
         self._intake = intake
         self.sock = sock
-        self.kind = kind  # "udp" (DatagramHandler pickles) or "syslog_udp"
+        self.kind = kind  # "udp" (DatagramHandler pickles), "syslog_udp" or "gelf_udp"
         self.name = name
         st = intake.settings
-        self.format: PickleDatagramFormat | SyslogFormat = (
-            PickleDatagramFormat(st.max_frame_bytes) if kind == "udp" else intake.syslog_format()
+        self.format: PickleDatagramFormat | SyslogFormat | GelfDatagramFormat = (
+            PickleDatagramFormat(st.max_frame_bytes)
+            if kind == "udp"
+            else intake.gelf_format()
+            if kind == "gelf_udp"
+            else intake.syslog_format()
         )
         self.drops_seen = 0  # the kernel's drop counter last seen
         self.read_scheduled = False
@@ -110,8 +115,8 @@ class DatagramReader:
         sock, fmt = self.sock, self.format
         m = self._intake.metrics
         now = time.time()
-        if isinstance(fmt, SyslogFormat):
-            fmt.now = now
+        if isinstance(fmt, SyslogFormat | GelfDatagramFormat):
+            fmt.now = now  # GELF: the clock of its chunk reassembly timeout
         write = writer.write
         ancsize = socket.CMSG_SPACE(_UINT32.size)
         peers = self._peers
@@ -142,13 +147,18 @@ class DatagramReader:
                 # A format that breaks its promise still costs one datagram, never the socket.
                 m.records_rejected[self.kind, exc.reason] += 1
                 continue
-            write((rec,), self.kind, peer, now)
+            if rec is not None:  # None: a GELF chunk whose message is not complete yet
+                write((rec,), self.kind, peer, now)
         else:
             # Budget spent: the rest on the next turn (edge-triggered: no new edge for them).
             if not self.read_scheduled:
                 self.read_scheduled = True
                 self._intake.reactor.call_soon(self._scheduled)
         m.bytes_received += nbytes
+        if isinstance(fmt, GelfDatagramFormat) and fmt.evicted:
+            # GELF messages whose chunks did not all come in time (or a cap pushed out).
+            m.records_rejected[self.kind, "incomplete"] += fmt.evicted
+            fmt.evicted = 0
 
     def close(self) -> None:
         if self.closed:

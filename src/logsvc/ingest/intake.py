@@ -45,6 +45,7 @@ from logsvc.journal.writer import JournalWriter
 from logsvc.metrics import Metrics
 from logsvc.wire import (
     Decoder,
+    GelfDatagramFormat,
     JsonFormat,
     LengthPrefixFramer,
     LineFramer,
@@ -73,6 +74,8 @@ _KIND_TEXT = {
     "syslog": "syslog over TCP, octet-counted or newline framed",
     "udp": "DatagramHandler pickle datagrams",
     "syslog_udp": "syslog datagrams",
+    "gelf": "GELF over TCP, NUL-terminated",
+    "gelf_udp": "GELF datagrams, chunked or compressed",
     "http": "HTTP: POST /ingest, /metrics, /healthz, /readyz",
     "otlp": "OTLP/HTTP: POST /v1/logs, /metrics, /healthz, /readyz",
     "metrics": "HTTP: /metrics, /healthz, /readyz",
@@ -148,13 +151,21 @@ class Intake:
         for kind, addrs in (
             ("json", st.listen_json),
             ("syslog", st.listen_syslog),
+            ("gelf", st.listen_gelf),
             ("http", st.listen_http),
             ("otlp", st.listen_otlp),
         ):
             for host, port in addrs:
                 self._listen(host, port, kind=kind)
-        for kind, addrs in (("udp", st.listen_udp), ("syslog_udp", st.listen_syslog_udp)):
+        for kind, addrs in (
+            ("udp", st.listen_udp),
+            ("syslog_udp", st.listen_syslog_udp),
+            ("gelf_udp", st.listen_gelf),
+        ):
+            gelf_tcp = (listener for listener in self.listeners if listener.kind == "gelf")
             for host, port in addrs:
+                if kind == "gelf_udp":  # the port its TCP side got, also when asked for :0
+                    port = next(gelf_tcp).sock.getsockname()[1]
                 reader = DatagramReader.bind(self, host, port, kind)
                 self.datagrams.append(reader)
                 reader.start()
@@ -308,6 +319,9 @@ class Intake:
         if kind == "json":
             reader = JsonFormat(tz=self.settings.assume_timezone, shape=self.settings.json_format)
             return StreamConnection(self, sock, peer, kind, Decoder(LineFramer(cap), reader))
+        if kind == "gelf":  # JSON ended by NUL (wire.gelf), read as GELF always
+            reader = JsonFormat(tz=self.settings.assume_timezone, shape="gelf")
+            return StreamConnection(self, sock, peer, kind, Decoder(LineFramer(cap, b"\0"), reader))
         if kind == "syslog":
             fmt = self.syslog_format()
             return StreamConnection(
@@ -320,6 +334,11 @@ class Intake:
     def syslog_format(self) -> SyslogFormat:
         """A syslog format as this service reads it (one per connection or UDP socket)."""
         return SyslogFormat(tz=self.settings.assume_timezone)
+
+    def gelf_format(self) -> GelfDatagramFormat:
+        """A GELF datagram format as this service reads it (one per UDP socket)."""
+        json = JsonFormat(tz=self.settings.assume_timezone, shape="gelf")
+        return GelfDatagramFormat(json, max_message_bytes=self.settings.max_frame_bytes)
 
     def _refuse(self, sock: socket.socket, peer: str, reason: str, why: str) -> None:
         self.metrics.connections_refused[reason] += 1

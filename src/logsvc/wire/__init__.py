@@ -15,6 +15,7 @@ from logsvc.wire.buffer import ReceiveBuffer
 from logsvc.wire.datagram import PickleDatagramFormat
 from logsvc.wire.decoder import NEED_DATA, Decoder, EofFramer, Format, Framer, NeedData
 from logsvc.wire.framing import MAX_FRAME_BYTES, LengthPrefixFramer
+from logsvc.wire.gelf import GelfDatagramFormat
 from logsvc.wire.json_format import JsonFormat
 from logsvc.wire.lines import MAX_LINE_BYTES, LineFramer
 from logsvc.wire.pickle_format import PickleFormat, Placeholder, RestrictedUnpickler
@@ -29,6 +30,7 @@ __all__ = [
     "EofFramer",
     "Format",
     "Framer",
+    "GelfDatagramFormat",
     "JsonFormat",
     "LengthPrefixFramer",
     "LineFramer",

@@ -52,14 +52,19 @@ class LineFramer:
 
     Attributes:
         max_line_bytes: the longest line accepted, terminator excluded.
+        delimiter: the byte that ends a frame: ``b"\n"``, or ``b"\0"`` for GELF over TCP
+            (``wire.gelf``); everything said of ``"\n"`` above holds for it.
     """
 
-    __slots__ = ("_discarding", "_scanned", "max_line_bytes")
+    __slots__ = ("_discarding", "_scanned", "delimiter", "max_line_bytes")
 
-    def __init__(self, max_line_bytes: int = MAX_LINE_BYTES) -> None:
+    def __init__(self, max_line_bytes: int = MAX_LINE_BYTES, delimiter: bytes = b"\n") -> None:
         if max_line_bytes < 1:
             raise ValueError("max_line_bytes must be positive")
+        if len(delimiter) != 1:
+            raise ValueError("the delimiter is one byte")
         self.max_line_bytes = max_line_bytes
+        self.delimiter = delimiter
         self._scanned = 0  # bytes from the buffer's start known to hold no "\n"
         self._discarding = False  # inside an oversized line: drop bytes up to its "\n"
 
@@ -79,17 +84,18 @@ class LineFramer:
                 arrives, and the next call goes on.
         """
         data = buf._data  # the same bytearray for the buffer's lifetime (see module docstring)
+        delimiter = self.delimiter
         while True:
             start = buf._start
             if self._discarding:
-                i = data.find(b"\n", start)
+                i = data.find(delimiter, start)
                 if i < 0:
                     buf.skip(len(data) - start)
                     return None
                 buf.skip(i + 1 - start)
                 self._discarding = False
                 continue
-            i = data.find(b"\n", start + self._scanned)
+            i = data.find(delimiter, start + self._scanned)
             if i < 0:
                 n = len(data) - start
                 if n > self.max_line_bytes + 1:
