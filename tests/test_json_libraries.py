@@ -486,3 +486,44 @@ if __name__ == "__main__":
     print("| library | records | fields checked |\n| --- | ---: | ---: |")
     for name, n, checked in table():
         print(f"| {name} | {n} | {checked} |")
+
+
+@pytest.mark.slow
+def test_json_format_flag_reaches_listen_json_and_ingest(tmp_path: Path, dsn: str, schema: str) -> None:
+    # pino's 30 without its epoch-ms time: auto would read a stdlib 30 (WARNING); --json-format
+    # pino says every record is pino's, on both JSON transports.
+    import urllib.request
+
+    svc = Service(
+        tmp_path / "data",
+        dsn,
+        schema,
+        *("--listen-json", "127.0.0.1:0", "--listen-http", "127.0.0.1:0", "--json-format", "pino"),
+    ).start()
+    try:
+        log = svc.log()
+        json_port = re.search(r"Listening on 127\.0\.0\.1:(\d+) \(JSON lines\)", log)
+        http_port = re.search(r"Listening on 127\.0\.0\.1:(\d+) \(HTTP: POST", log)
+        assert json_port and http_port, log
+        with socket.create_connection(("127.0.0.1", int(json_port.group(1))), timeout=10) as sock:
+            sock.sendall(b'{"level":30,"msg":"over tcp"}\n')
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{http_port.group(1)}/ingest",
+            data=b'{"level":30,"msg":"over http"}\n',
+            headers={"Content-Type": "application/x-ndjson"},
+            method="POST",
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            assert resp.status == 200
+
+        def levels() -> dict[str, tuple[int, str]]:
+            with psycopg.connect(dsn) as conn:
+                if conn.execute("SELECT to_regclass(%s)", [f"{schema}.records"]).fetchone() == (None,):
+                    return {}
+                got = conn.execute(f"SELECT message, levelno, levelname FROM {schema}.records").fetchall()
+                return {m: (n, name) for m, n, name in got}
+
+        wait_for(lambda: len(levels()) == 2, 30, "two rows")
+        assert levels() == {"over tcp": (20, "INFO"), "over http": (20, "INFO")}
+    finally:
+        svc.stop()
