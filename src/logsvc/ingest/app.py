@@ -15,6 +15,12 @@ body cap, else 413; undecodable, 400; an unknown Content-Type, 415), then its re
 through the same ``_Job``, a turn's worth at a time, and the answer, an
 ExportLogsServiceResponse with ``partial_success`` when records were rejected, is sent once
 they are durable. 503 with ``Retry-After`` while intake is not open (the exporters retry).
+
+``POST /_bulk`` and ``POST /{index}/_bulk`` (Elasticsearch's bulk API, on ``--listen-http``)
+go the same way (``wire.bulk``): the action lines are read first (a bad one is a 400 for the
+whole request), the documents are records like JSON lines, and the answer, in the shape
+Filebeat, Fluent Bit and Vector check (``took``, ``errors``, ``items`` with a status each), is
+sent once they are durable. ``GET /`` answers what those shippers read at connect: a version.
 """
 
 # Copyright (c) logsvc developers
@@ -25,6 +31,7 @@ import datetime
 import time
 from collections.abc import Callable, Iterator
 from itertools import islice
+from urllib.parse import unquote
 
 from prometheus_client import CollectorRegistry
 
@@ -36,13 +43,25 @@ from logsvc.loop import Reactor
 from logsvc.metrics import Metrics
 from logsvc.record import RecordDict
 from logsvc.wire import otlp
+from logsvc.wire.bulk import bulk_response, parse_bulk
 from logsvc.wire.http_body import parse_ingest
+from logsvc.wire.json_format import JsonFormat
 
 # Records of one /ingest request written per loop turn (~20 ms of work for tiny JSON lines).
 INGEST_RECORDS_PER_TURN = 2000
 _PATHS = frozenset({"/ingest", "/v1/logs", "/metrics", "/healthz", "/readyz"})
 # ProtocolError reasons of an OTLP body -> the status that answers it.
 _OTLP_STATUS = {"oversized": 413, "unsupported_encoding": 415}
+# Elasticsearch clients (go-elasticsearch v8, elasticsearch-py 8) refuse a server that does not
+# say it is one; what GET / answers, the version shippers choose their request format by (8:
+# no _type) and Filebeat's check that it is not older than itself.
+_ES_HEADERS = [("X-Elastic-Product", "Elasticsearch")]
+_ES_INFO = {
+    "name": "logsvc",
+    "cluster_name": "logsvc",
+    "version": {"number": "8.11.0", "build_flavor": "default", "lucene_version": "9.8.0"},
+    "tagline": "You Know, for Search",
+}
 
 
 class HttpApp:
@@ -81,6 +100,14 @@ class HttpApp:
             resp = self._otlp(conn, req, kind)
             if resp is None:
                 return None  # answered once the records are in the journal
+        elif kind == "http" and (target := _bulk_target(req.path))[0]:
+            path = "/_bulk"
+            resp = self._bulk(conn, req, target[1])
+            if resp is None:
+                return None  # answered once the records are in the journal
+        elif kind == "http" and req.path == "/" and req.method in ("GET", "HEAD"):
+            path = "/"
+            resp = Response.json(200, _ES_INFO, list(_ES_HEADERS))
         elif req.method not in ("GET", "HEAD") and req.path in _PATHS:
             resp = Response.json(405, {"error": f"{req.method} is not allowed on {req.path}"},
                                  [("Allow", "GET, HEAD")])  # fmt: skip
@@ -138,6 +165,30 @@ class HttpApp:
         self._continue(_Job(conn, items, time.time(), kind, "/v1/logs", reply))
         return None
 
+    def _bulk(self, conn: HttpConnection, req: Request, index: str | None) -> Response | None:
+        if req.method not in ("POST", "PUT"):
+            return Response.json(405, {"error": "use POST /_bulk"}, [("Allow", "POST, PUT"), *_ES_HEADERS])
+        writer = self._writer
+        if self._stopping() or not writer.accepting:
+            why = "the service is stopping" if self._stopping() else f"{writer.reason}; retry later"
+            # 429 is what Elasticsearch answers when it cannot take more; every shipper retries it.
+            return Response.json(429, {"error": why, "status": 429}, [("Retry-After", "1"), *_ES_HEADERS])
+        try:
+            body = otlp.decompress(req.body, req.headers.get("content-encoding", ""), conn.max_body_bytes)
+            bulk = parse_bulk(body, index, JsonFormat(self._tz, self._json_format))
+        except ProtocolError as exc:
+            self._metrics.frames_rejected["bulk", exc.reason] += 1
+            status = _OTLP_STATUS.get(exc.reason, 400)
+            err = {"type": "illegal_argument_exception", "reason": str(exc)}
+            return Response.json(status, {"error": err, "status": status}, list(_ES_HEADERS))
+
+        def reply(job: _Job) -> Response:
+            took = max(0, int((time.time() - job.received) * 1000))
+            return Response(200, bulk_response(bulk, took), "application/json", list(_ES_HEADERS))
+
+        self._continue(_Job(conn, bulk.records(), time.time(), "bulk", "/_bulk", reply))
+        return None
+
     def _continue(self, job: _Job) -> None:
         # At most INGEST_RECORDS_PER_TURN records of one request per loop turn: a 16 MiB body
         # of tiny lines is two million records, some 18 s of work, and every other client
@@ -177,6 +228,15 @@ class HttpApp:
     def _answer(self, conn: HttpConnection, resp: Response, path: str = "/ingest") -> None:
         self._metrics.http_requests[path, resp.status] += 1
         conn.respond(resp)
+
+
+def _bulk_target(path: str) -> tuple[bool, str | None]:
+    # "/_bulk" -> (True, None), "/{index}/_bulk" -> (True, index), anything else -> (False, None).
+    if path == "/_bulk":
+        return True, None
+    if path.endswith("/_bulk") and path.count("/") == 2 and len(path) > 7:
+        return True, unquote(path[1:-6])
+    return False, None
 
 
 def _ingest_reply(job: _Job) -> Response:

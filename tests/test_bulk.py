@@ -1,0 +1,145 @@
+"""Elasticsearch ``_bulk`` end to end: the shippers' bodies against a real ``logsvc serve``."""
+
+from __future__ import annotations
+
+import gzip
+import http.client
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.helpers import Service, wait_for
+from tests.test_http import http_port
+from tests.wire.test_bulk import FILEBEAT, FLUENT_BIT, VECTOR
+
+pytestmark = pytest.mark.slow
+
+
+class Es:
+    def __init__(self, svc: Service) -> None:
+        self.svc = svc
+        self.port = http_port(svc)
+
+    def request(
+        self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, str], Any]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            conn.request(
+                method, path, body=body, headers={"Content-Type": "application/x-ndjson", **(headers or {})}
+            )
+            resp = conn.getresponse()
+            data = resp.read()
+            return (
+                resp.status,
+                {k.lower(): v for k, v in resp.getheaders()},
+                json.loads(data) if data else None,
+            )
+        finally:
+            conn.close()
+
+    def rows(self, where: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
+        with psycopg.connect(self.svc.dsn, autocommit=True) as c:
+            if c.execute("SELECT to_regclass(%s)", [f"{self.svc.schema}.records"]).fetchone() == (None,):
+                return []
+            cur = c.execute(
+                f"SELECT created, levelname, logger, message, extra FROM {self.svc.schema}.records "
+                f"WHERE {where} ORDER BY seq",
+                params or [],
+            )
+            names = [d.name for d in cur.description or []]
+            return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+    def wait_rows(self, n: int, where: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
+        wait_for(lambda: len(self.rows(where, params)) >= n, 30, f"{n} rows where {where}")
+        got = self.rows(where, params)
+        assert len(got) == n, got
+        return got
+
+
+@pytest.fixture(scope="module")
+def es(tmp_path_factory: pytest.TempPathFactory, dsn: str) -> Iterator[Es]:
+    schema = "t_" + uuid.uuid4().hex[:16]
+    svc = Service(tmp_path_factory.mktemp("bulk"), dsn, schema, "--listen-http", "127.0.0.1:0")
+    svc.start()
+    try:
+        wait_for(lambda: "Connected to PostgreSQL" in svc.log(), 30, "the database connection")
+        yield Es(svc)
+    finally:
+        svc.kill()
+        with psycopg.connect(dsn, autocommit=True) as c:
+            c.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+def test_get_root_says_elasticsearch_8(es: Es) -> None:
+    status, headers, info = es.request("GET", "/")
+    assert status == 200 and headers["x-elastic-product"] == "Elasticsearch"
+    assert info["version"]["number"].startswith("8.")
+
+
+def test_vector_body(es: Es) -> None:
+    status, headers, answer = es.request("POST", "/_bulk", VECTOR)
+    assert status == 200 and headers["x-elastic-product"] == "Elasticsearch"
+    assert answer["errors"] is False and answer["items"][0]["create"]["status"] == 201
+    (row,) = es.wait_rows(1, "message = 'hello there'")
+    assert row["extra"]["_index"] == "vector" and row["created"].timestamp() == 1606784523.0
+
+
+def test_fluent_bit_body_gzipped_to_an_index_path(es: Es) -> None:
+    body = gzip.compress(FLUENT_BIT.replace(b'"_index":"fluent-bit",', b""))
+    status, _, answer = es.request("POST", "/fb-index/_bulk", body, {"Content-Encoding": "gzip"})
+    assert status == 200 and answer["errors"] is False
+    (row,) = es.wait_rows(1, "extra->>'END_KEY' = 'JSON_END'")
+    assert row["extra"]["_index"] == "fb-index" and row["created"].timestamp() == 1448403340.0
+
+
+def test_filebeat_body(es: Es) -> None:
+    status, _, answer = es.request("POST", "/_bulk", FILEBEAT)
+    assert status == 200 and answer["errors"] is False
+    (row,) = es.wait_rows(1, "message = 'GET /health 200'")
+    assert row["levelname"] == "WARNING" and row["extra"]["_index"] == "filebeat-8.11.0"
+
+
+def test_item_errors_and_a_bad_action_line(es: Es) -> None:
+    body = b'{"index":{"_index":"mixed"}}\n{"message":"kept"}\n{"index":{}}\nnot json\n'
+    status, _, answer = es.request("POST", "/_bulk", body)
+    assert status == 200 and answer["errors"] is True
+    assert [i["index"]["status"] for i in answer["items"]] == [201, 400]
+    es.wait_rows(1, "message = 'kept'")
+    status, _, answer = es.request("POST", "/_bulk", b"not an action\n{}\n")
+    assert status == 400 and answer["error"]["type"] == "illegal_argument_exception"
+
+
+def test_429_with_retry_after_while_the_journal_is_full(tmp_path: Path, schema: str) -> None:
+    unreachable = "host=127.0.0.1 port=1 dbname=test user=postgres connect_timeout=1"
+    svc = Service(
+        tmp_path / "data",
+        unreachable,
+        schema,
+        *(
+            "--listen-http",
+            "127.0.0.1:0",
+            "--journal-segment-bytes",
+            "64KiB",
+            "--journal-max-bytes",
+            "128KiB",
+        ),
+    ).start()
+    try:
+        e = Es(svc)
+        body = b"".join(b'{"index":{}}\n{"message":"%s"}\n' % (b"x" * 200) for _ in range(200))
+        statuses = []
+        for _ in range(100):  # bounded: 128 KiB is reached after a few requests
+            status, headers, _ = e.request("POST", "/_bulk", body)
+            statuses.append(status)
+            if status == 429:
+                assert headers.get("retry-after") == "1"
+                break
+        assert statuses[-1] == 429 and set(statuses[:-1]) == {200}
+    finally:
+        svc.kill()
