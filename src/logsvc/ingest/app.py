@@ -177,7 +177,7 @@ class HttpApp:
             body = otlp.decompress(req.body, req.headers.get("content-encoding", ""), conn.max_body_bytes)
             bulk = parse_bulk(body, index, JsonFormat(self._tz, self._json_format))
         except ProtocolError as exc:
-            self._metrics.frames_rejected["bulk", exc.reason] += 1
+            self._metrics.frames_rejected["http", exc.reason] += 1
             status = _OTLP_STATUS.get(exc.reason, 400)
             err = {"type": "illegal_argument_exception", "reason": str(exc)}
             return Response.json(status, {"error": err, "status": status}, list(_ES_HEADERS))
@@ -186,7 +186,7 @@ class HttpApp:
             took = max(0, int((time.time() - job.received) * 1000))
             return Response(200, bulk_response(bulk, took), "application/json", list(_ES_HEADERS))
 
-        self._continue(_Job(conn, bulk.records(), time.time(), "bulk", "/_bulk", reply))
+        self._continue(_Job(conn, bulk.records(), time.time(), "http", "/_bulk", reply))
         return None
 
     def _continue(self, job: _Job) -> None:
