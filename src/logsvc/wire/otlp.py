@@ -225,10 +225,27 @@ def _level(number: int, text: str) -> tuple[int, str]:
     return _INFO if band is None else _BANDS[band]
 
 
+def _base(resource: dict[str, Any], scope: dict[str, Any], scope_name: str) -> dict[str, Any]:
+    # What every record of one resource and scope shares, worked out once for all of them.
+    base: dict[str, Any] = {}
+    name = scope_name or resource.get("service.name")
+    if isinstance(name, str) and name:
+        base["name"] = name
+    pid = resource.get("process.pid")
+    if isinstance(pid, int):
+        base["process"] = pid
+    host = resource.get("host.name")
+    if isinstance(host, str):
+        base["hostname"] = host
+    if resource:
+        base["resource"] = resource  # shared by the records of one resource; only read
+    if scope:
+        base["scope"] = scope
+    return base
+
+
 def _record(
-    resource: Mapping[str, Any],
-    scope: Mapping[str, Any] | None,
-    scope_name: str,
+    base: dict[str, Any],
     time_ns: int,
     observed_ns: int,
     severity: int,
@@ -240,35 +257,25 @@ def _record(
     event_name: str,
 ) -> RecordDict:
     levelno, levelname = _level(severity, severity_text)
-    rec: RecordDict = {"levelno": levelno, "levelname": levelname}
+    rec: RecordDict = {"levelno": levelno, "levelname": levelname, **base}
     ns = time_ns or observed_ns
     if ns:
         rec["created"] = ns / 1e9
     rec["msg"] = body if isinstance(body, str) else "" if body is None else orjson.dumps(body).decode()
-    name = next((attrs.pop(k) for k in _LOGGER_ATTRS if isinstance(attrs.get(k), str)), None)
-    if name is None:
-        name = scope_name or resource.get("service.name")
-    if isinstance(name, str) and name:
-        rec["name"] = name
-    pid = resource.get("process.pid")
-    if isinstance(pid, int):
-        rec["process"] = pid
-    host = resource.get("host.name")
-    if isinstance(host, str):
-        rec["hostname"] = host
-    if resource:
-        rec["resource"] = resource  # shared by the records of one resource; only read
-    if scope:
-        rec["scope"] = scope
+    if "logger.name" in attrs or "log.logger" in attrs:
+        name = next((attrs.pop(k) for k in _LOGGER_ATTRS if isinstance(attrs.get(k), str)), None)
+        if name:
+            rec["name"] = name
     if trace_id:
         rec["trace_id"] = trace_id
     if span_id:
         rec["span_id"] = span_id
     if event_name:
         rec["event_name"] = event_name
-    text = severity_text.strip()
-    if text and text.upper() not in (levelname, _SHORT.get(levelname)):
-        rec["severity_text"] = text
+    if severity_text and severity_text not in _PLAIN_TEXTS[levelname]:
+        text = severity_text.strip()
+        if text and text.upper() not in _PLAIN_TEXTS[levelname]:
+            rec["severity_text"] = text
     clashing: dict[str, Any] | None = None
     for key, value in attrs.items():
         column = _COLUMNS.get(key)
@@ -283,7 +290,15 @@ def _record(
     return rec
 
 
-_SHORT = {"WARNING": "WARN", "CRITICAL": "FATAL"}
+# severity_text that says nothing the level does not: the level's names, ours and OTel's.
+_PLAIN_TEXTS = {
+    "TRACE": frozenset({"TRACE"}),
+    "DEBUG": frozenset({"DEBUG"}),
+    "INFO": frozenset({"INFO"}),
+    "WARNING": frozenset({"WARNING", "WARN"}),
+    "ERROR": frozenset({"ERROR"}),
+    "CRITICAL": frozenset({"CRITICAL", "FATAL"}),
+}
 
 
 def _hex_id(raw: bytes) -> str:
@@ -340,6 +355,7 @@ def _pb_records(req: ExportLogsServiceRequest) -> Iterator[RecordDict | RecordRe
                     scope["attributes"] = _pb_attrs(sc.attributes)
                 except _TooDeep:
                     pass
+            base = _base(resource, scope, sc.name)
             for lr in sl.log_records:
                 try:
                     body = _pb_value(lr.body, 0) if lr.HasField("body") else None
@@ -350,9 +366,7 @@ def _pb_records(req: ExportLogsServiceRequest) -> Iterator[RecordDict | RecordRe
                     )
                     continue
                 yield _record(
-                    resource,
-                    scope,
-                    sc.name,
+                    base,
                     lr.time_unix_nano,
                     lr.observed_time_unix_nano,
                     lr.severity_number,
@@ -464,9 +478,10 @@ def _json_records(doc: dict[str, Any]) -> Iterator[RecordDict | RecordRejected]:
                     scope["attributes"] = _json_attrs(sc["attributes"])
                 except (_TooDeep, ValueError, TypeError):
                     pass
+            base = _base(resource, scope, scope_name)
             for lr in _get(sl, "logRecords", "log_records") or ():
                 try:
-                    yield _json_record(resource, scope, scope_name, lr)
+                    yield _json_record(base, lr)
                 except _TooDeep:
                     yield RecordRejected(
                         f"A value nests deeper than {MAX_ANY_DEPTH} levels.", reason="complexity"
@@ -475,7 +490,7 @@ def _json_records(doc: dict[str, Any]) -> Iterator[RecordDict | RecordRejected]:
                     yield RecordRejected(f"A log record does not read: {exc}", reason="malformed")
 
 
-def _json_record(resource: dict[str, Any], scope: dict[str, Any], scope_name: str, lr: Any) -> RecordDict:
+def _json_record(base: dict[str, Any], lr: Any) -> RecordDict:
     if not isinstance(lr, dict):
         raise TypeError("a logRecords entry is not an object")
     sev = _get(lr, "severityNumber", "severity_number", 0)
@@ -484,9 +499,7 @@ def _json_record(resource: dict[str, Any], scope: dict[str, Any], scope_name: st
     body = _get(lr, "body", "body")
     event = _get(lr, "eventName", "event_name", "")
     return _record(
-        resource,
-        scope,
-        scope_name,
+        base,
         _int(_get(lr, "timeUnixNano", "time_unix_nano", 0)),
         _int(_get(lr, "observedTimeUnixNano", "observed_time_unix_nano", 0)),
         sev,
