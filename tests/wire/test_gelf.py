@@ -234,3 +234,20 @@ def test_tcp_frames_whole_bytewise_and_with_trailing_data() -> None:
     # An unterminated last frame is still a record at EOF; garbage after it is one rejection.
     assert tcp_decode([data + gelf()]) == [*whole, EXPECTED]
     assert tcp_decode([data + b"garbage\0"]) == [*whole, "!not_json"]
+
+
+def test_docker_style_gzip_chunks() -> None:
+    # Docker's gelf log driver: gzip (its default compression), chunks of 1420 bytes.
+    message = gzip.compress(gelf(_blob=os.urandom(3000).hex()))
+    got = feed(GelfDatagramFormat(), chunks(message)[::-1])
+    assert len(got) == 1 and isinstance(got[0], dict) and got[0]["msg"] == "disk full"
+
+
+# (tests/wire/test_thorough.py style: any stream of bytes on a GELF TCP connection)
+@settings(max_examples=examples(200), deadline=None)
+@given(st.binary(max_size=2000), st.lists(st.integers(0, 2000), max_size=6))
+def test_arbitrary_tcp_streams_give_records_or_record_rejected(data: bytes, cuts: list[int]) -> None:
+    points = sorted({c % (len(data) + 1) for c in cuts})
+    pieces = [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True) if b > a]
+    for item in tcp_decode(pieces):
+        assert isinstance(item, dict) or (isinstance(item, str) and not item.startswith("!!"))

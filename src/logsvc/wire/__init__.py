@@ -5,8 +5,10 @@ Nothing under ``logsvc.wire`` imports ``socket``, ``select``, ``time``, ``loggin
 or a ``RecordRejected`` (one record is lost, the stream is still in step).
 
 Pairs: ``LengthPrefixFramer`` + ``PickleFormat`` (``SocketHandler``), ``LineFramer`` +
-``JsonFormat`` (JSON lines), ``SyslogFramer`` + ``SyslogFormat`` (syslog over TCP). Datagrams
-need no framer: ``PickleDatagramFormat`` (``DatagramHandler``) and ``SyslogFormat`` parse one each.
+``JsonFormat`` (JSON lines), ``SyslogFramer`` + ``SyslogFormat`` (syslog over TCP),
+``LineFramer(delimiter=b"\\0")`` + ``JsonFormat(shape="gelf")`` (GELF over TCP). Datagrams
+need no framer: ``PickleDatagramFormat`` (``DatagramHandler``) and ``SyslogFormat`` parse one
+each; ``GelfDatagramFormat`` reassembles GELF chunks first.
 """
 
 from __future__ import annotations
