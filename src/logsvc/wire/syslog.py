@@ -70,8 +70,11 @@ Parsing (``SyslogFormat.parse``)::
   forwarding format) is read when every element is whole and has a quoted parameter, so
   ``[INFO] started`` stays text.
 - Where we read otherwise than those parsers, ``tests/wire/test_syslog_corpus.py`` lists the
-  case and why (a year after the time, which rsyslog takes for a hostname; a first word without
-  a timestamp, which rsyslog takes for a hostname; escapes in SD values, which go-syslog keeps).
+  case and why: a year after the time, which rsyslog takes for a hostname; a first word without
+  a timestamp, which rsyslog takes for a hostname; one word after the time, which syslog-ng
+  takes for the program (rsyslog and we: the hostname); escapes in SD values, which go-syslog
+  keeps; Cisco's and AIX's prefixes; and where syslog-ng refuses a whole message for an
+  over-long or badly quoted SD name or value, we keep it.
 - RFC 3164 time: no year (unless written), no zone. The zone is the format's ``tz`` (UTC
   unless the server was given ``--assume-timezone``); a time a DST change skips or repeats is
   read as ``wire.localtime`` says (the later instant, PostgreSQL's rule). An RFC 5424 or RFC
@@ -645,9 +648,11 @@ def _parse_sd_after_tag(s: str) -> tuple[_SD, str] | None:
 
 
 def _parse_3164(text: str, rec: RecordDict, now: float | None, tz: _dt.tzinfo) -> None:
-    rest = text
+    # Spaces after the PRI are skipped ("<38> Mar  7 ...", rsyslog's date1 test; "<15> openvpn[2499]:
+    # ...", syslog-ng's test_msgparse.c).
+    head = text.lstrip(" ")
+    rest = head
     stamped = False
-    head = text.lstrip(" ")  # "<38> Mar  7 ...": a space after the PRI (rsyslog's date1 test)
     m = _BSD_STAMP(head)
     if m is not None and m.group(1).title() in _MONTHS:
         stamped = True
