@@ -122,3 +122,36 @@ def test_graypy_udp_and_tcp_and_bad_chunks(tmp_path: Path, dsn: str, schema: str
         assert (rejected("bad_chunk"), rejected("bad_compression"), rejected("not_object")) == (1, 1, 1)
     finally:
         svc.stop()
+
+
+def test_chunk_flood_keeps_the_service_small(tmp_path: Path, dsn: str, schema: str) -> None:
+    # 60,000 first chunks of messages that never finish (84 MB): reassembly keeps at most its
+    # caps (wire.gelf MAX_PENDING_MESSAGES / MAX_PENDING_BYTES), and real records still pass.
+    svc = Service(tmp_path / "data", dsn, schema, "--listen-gelf", "127.0.0.1:0").start()
+    try:
+        m = re.search(r"Listening on udp 127\.0\.0\.1:(\d+) \(GELF datagrams", svc.log())
+        assert m, svc.log()
+        port = int(m.group(1))
+        wait_for(lambda: "Connected to PostgreSQL" in svc.log(), 30, "the database connection")
+        before = svc.sample_peak_rss()
+        payload = os.urandom(1400)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for i in range(60_000):
+                s.sendto(b"\x1e\x0f" + i.to_bytes(8, "big") + bytes([0, 128]) + payload, ("127.0.0.1", port))
+            # The kernel's receive buffer may still hold the flood and drop what comes now:
+            # probe until a record gets through, then send the real ones.
+            probe = b'{"version":"1.1","host":"h","short_message":"probe"}'
+
+            def through() -> bool:
+                s.sendto(probe, ("127.0.0.1", port))
+                return bool(rows(dsn, schema, "message = 'probe'"))
+
+            wait_for(through, 60, "a record to get through after the flood", interval=0.2)
+        emit(graypy.GELFUDPHandler("127.0.0.1", port), "after.flood")
+        wait_for(
+            lambda: len(rows(dsn, schema, "logger = 'after.flood'")) == 7, 30, "the records after the flood"
+        )
+        grown_mib = (svc.sample_peak_rss() - before) / 1024
+        assert grown_mib < 64, f"peak RSS grew {grown_mib:.0f} MiB during the flood"
+    finally:
+        svc.stop()
