@@ -121,6 +121,10 @@ def test_missing_chunk_times_out_and_is_counted() -> None:
     assert (fmt.pending_messages, fmt.pending_bytes, fmt.evicted) == (0, 0, 1)
     # Its last chunk, late: a new incomplete message, never a wrong record.
     assert feed(fmt, parts[-1:]) == [] and fmt.pending_messages == 1
+    # A timer's expire() drops it without another datagram.
+    fmt.now = 111.0
+    fmt.expire()
+    assert (fmt.pending_messages, fmt.pending_bytes, fmt.evicted) == (0, 0, 2)
 
 
 @pytest.mark.parametrize(

@@ -156,9 +156,25 @@ class DatagramReader:
                 self._intake.reactor.call_soon(self._scheduled)
         m.bytes_received += nbytes
         if isinstance(fmt, GelfDatagramFormat) and fmt.evicted:
-            # GELF messages whose chunks did not all come in time (or a cap pushed out).
-            m.records_rejected[self.kind, "incomplete"] += fmt.evicted
-            fmt.evicted = 0
+            self._count_evicted(fmt)
+
+    def sweep(self, now: float) -> None:
+        """GELF: drop the messages whose chunks did not all come in time, and count them.
+
+        ``now`` is on the clock ``read`` gives the format (``time.time()``). Without this an
+        incomplete message would wait for the next datagram to be dropped and counted.
+        """
+        fmt = self.format
+        if isinstance(fmt, GelfDatagramFormat):
+            fmt.now = now
+            fmt.expire()
+            if fmt.evicted:
+                self._count_evicted(fmt)
+
+    def _count_evicted(self, fmt: GelfDatagramFormat) -> None:
+        # GELF messages whose chunks did not all come in time (or that a cap pushed out).
+        self._intake.metrics.records_rejected[self.kind, "incomplete"] += fmt.evicted
+        fmt.evicted = 0
 
     def close(self) -> None:
         if self.closed:

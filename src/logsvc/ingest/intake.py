@@ -395,6 +395,9 @@ class Intake:
                 ):
                     conn.close("slow")
                     slow += 1
+        wall = time.time()  # the clock DatagramReader.read gives its format
+        for reader in self.datagrams:
+            reader.sweep(wall)  # GELF chunks that stopped coming: dropped and counted
         keepalive_before = now - HTTP_KEEPALIVE_S
         for hconn in list(self.http_conns.values()):
             if hconn.answering:

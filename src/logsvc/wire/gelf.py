@@ -148,7 +148,7 @@ class GelfDatagramFormat:
                 message over ``max_message_bytes``), ``bad_compression``, or a reason of
                 ``JsonFormat.parse`` (``not_json``, ``not_object``). Never anything else.
         """
-        self._expire()
+        self.expire()
         if datagram[:2] == CHUNK_MAGIC:
             message = self._add_chunk(datagram)
             if message is None:
@@ -157,7 +157,12 @@ class GelfDatagramFormat:
             message = datagram
         return self.json.parse(self._inflate(message))
 
-    def _expire(self) -> None:
+    def expire(self) -> None:
+        """Drop (and count in ``evicted``) the incomplete messages older than ``timeout`` at ``now``.
+
+        ``parse`` does this first; a caller with a timer calls it too, so a message whose
+        chunks stopped coming is dropped and counted even if no other datagram arrives.
+        """
         pending, deadline = self._pending, self.now - self.timeout
         while pending:
             mid = next(iter(pending))
