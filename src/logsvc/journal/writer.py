@@ -370,10 +370,6 @@ class JournalWriter:
     def unpark(self, key: object) -> None:
         self._parked.pop(key, None)
 
-    @property
-    def parked(self) -> int:
-        return len(self._parked)
-
     def check_room(self) -> None:
         """Re-evaluate FULL: after an append, and when the sink released shipped segments."""
         full = self._journal.over_limit(self._confirmed_seq())
