@@ -15,7 +15,7 @@ import pytest
 
 from logsvc.bench.counting import wait_settled
 from logsvc.bench.flood import DEFAULT_DATAGRAM_RATE
-from logsvc.bench.records import DATAGRAM_FORMATS, FORMATS
+from logsvc.bench.records import DATAGRAM_FORMATS, FORMATS, HTTP_FORMATS
 from logsvc.bench.service import ProcessWatch
 from tests.helpers import Service, wait_for
 
@@ -128,9 +128,10 @@ def test_flood_format_stores_every_record_once(
     every_listener: tuple[Service, dict[str, int]], fmt: str
 ) -> None:
     svc, ports = every_listener
-    args = ["flood", *target(svc), "--port", str(ports[fmt]), "--format", fmt, "--records", "3000"]
+    port = ports["http" if fmt in HTTP_FORMATS else fmt]  # /v1/logs and /_bulk are on --listen-http
+    args = ["flood", *target(svc), "--port", str(port), "--format", fmt, "--records", "3000"]
     args += ["--connections", "3", "--metrics-url", f"http://127.0.0.1:{ports['metrics']}/metrics"]
-    if fmt == "http":
+    if fmt in HTTP_FORMATS:
         args += ["--http-batch", "400"]
     r = bench(*args)
     assert (r["sent"], r["stored"], r["lost"], r["duplicated"]) == (3000, 3000, 0, 0)
@@ -140,8 +141,8 @@ def test_flood_format_stores_every_record_once(
     e = r["extra"]
     assert e["format"] == fmt and e["connections"] == 3 and e["senders_failed"] == 0
     assert e["send_seconds"] >= 0 and e["offered_records_per_s"] > 0
-    if fmt == "http":
-        # 1,000 records per sender in bodies of 400 lines: 3 requests each, every one a 200.
+    if fmt in HTTP_FORMATS:
+        # 1,000 records per sender in bodies of 400 records: 3 requests each, every one a 200.
         assert e["http_requests"] == 9 and e["http_non_200"] == 0
         assert e["http_status"] == {"200": 9} and e["http_accepted"] == 3000
     if fmt in DATAGRAM_FORMATS:
@@ -152,6 +153,43 @@ def test_flood_format_stores_every_record_once(
         assert e["service_udp_dropped"] == 0 and e["completion"] == "last_records"
     else:
         assert e["rate_per_sender"] is None and e["completion"] == "last_records"
+
+
+@pytest.mark.parametrize("fmt", ["otlp", "bulk"])
+def test_flood_otlp_and_bulk_records_keep_their_fields(
+    tmp_path: Path, dsn: str, schema: str, fmt: str
+) -> None:
+    # The bench's records are what the SDK and Filebeat send: they land with their fields.
+    import psycopg
+
+    svc = Service(tmp_path / "data", dsn, schema, "--listen-http", "127.0.0.1:0").start()
+    try:
+        wait_for(lambda: re.search(_LISTENERS["http"][1], svc.log()) is not None, 30, "the HTTP listener")
+        m = re.search(_LISTENERS["http"][1], svc.log())
+        assert m is not None
+        r = bench("flood", *target(svc), "--port", m.group(1), "--format", fmt, "--records", "10",
+                  "--connections", "1", "--http-batch", "4")  # fmt: skip
+        assert (r["stored"], r["lost"], r["duplicated"]) == (10, 0, 0) and r["extra"]["http_requests"] == 3
+        with psycopg.connect(dsn) as conn:
+            row = conn.execute(
+                f"SELECT logger, levelname, message, extra FROM {schema}.records WHERE extra->>'i' = '0:9'"
+            ).fetchone()
+    finally:
+        assert svc.stop() == 0
+        svc.kill()
+    assert row is not None
+    name, level, msg, extra = row
+    assert name == "bench.flood" and level == "INFO" and msg.endswith("log message 00000009")
+    assert extra["run"] == r["run_id"] and extra["last"] is True
+    if fmt == "otlp":
+        assert (
+            extra["trace_id"] == "00000000000000010000000000000009" and extra["span_id"] == "000000000000000a"
+        )
+        assert extra["resource"]["telemetry.sdk.language"] == "python" and extra["scope"] == {
+            "name": "bench.flood"
+        }
+    else:
+        assert extra["_index"] == "filebeat-8.15.0" and extra["trace_id"] == 0
 
 
 def test_flood_rate_paces_a_tcp_sender(service: Service) -> None:

@@ -84,6 +84,8 @@ def add_parser(sub: Any) -> None:
         default="pickle",
         help="what the senders speak: pickle (SocketHandler frames, the default), json (JSON lines), "
         "syslog (RFC 5424, octet-counted, over TCP), http (POST /ingest with NDJSON bodies), "
+        "otlp (POST /v1/logs, OTLP protobuf, on --listen-http or --listen-otlp), "
+        "bulk (POST /_bulk, Elasticsearch bulk NDJSON as Filebeat sends it, on --listen-http), "
         "udp (DatagramHandler datagrams), syslog-udp (RFC 5424 datagrams)",
     )
     flood.add_argument(
@@ -97,7 +99,7 @@ def add_parser(sub: Any) -> None:
         "--http-batch",
         type=int,
         default=DEFAULT_HTTP_BATCH,
-        help=f"--format http: NDJSON lines per request (default: {DEFAULT_HTTP_BATCH:,})",
+        help=f"--format http, otlp, bulk: records per request (default: {DEFAULT_HTTP_BATCH:,})",
     )
     flood.add_argument(
         "--metrics-url",

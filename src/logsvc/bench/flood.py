@@ -23,7 +23,7 @@ import uuid
 from typing import Any
 
 from logsvc.bench.counting import wait_settled, wait_stored
-from logsvc.bench.records import DATAGRAM_FORMATS
+from logsvc.bench.records import DATAGRAM_FORMATS, HTTP_FORMATS
 from logsvc.bench.report import Result, progress_bar, report
 from logsvc.bench.senders import Load, collect, start_senders
 from logsvc.bench.service import attach, read_metric
@@ -99,7 +99,7 @@ def run_flood(args: argparse.Namespace) -> int:
         result.extra["service_udp_dropped"] = (
             None if dropped_before is None or dropped_after is None else round(dropped_after - dropped_before)
         )
-    if fmt == "http":
+    if fmt in HTTP_FORMATS:
         statuses: dict[str, int] = {}
         for s in stats:
             for code, n in s.get("http_status", {}).items():

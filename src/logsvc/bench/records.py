@@ -13,6 +13,11 @@ Pure: this module builds bytes and opens no socket. Every record carries the tag
     syslog      an RFC 5424 message, octet-counted (RFC 6587)   SD params: extra.sd."bench@32473"
     http        a line of an NDJSON POST /ingest body, --http-batch lines a request, one
                 keep-alive connection per sender, each 200 awaited (the protocol's backpressure)
+    otlp        a LogRecord of a POST /v1/logs protobuf ExportLogsServiceRequest, --http-batch
+                records a request under one resource and scope, as the OpenTelemetry Python
+                SDK's LoggingHandler and OTLP exporter send them       attributes -> extra
+    bulk        an action + document pair of a POST /_bulk NDJSON body, as Filebeat sends
+                them (ECS document), --http-batch pairs a request   top-level keys -> extra
     udp         a DatagramHandler datagram (>L length + pickle)  as pickle
     syslog-udp  an RFC 5424 message, one per datagram            as syslog
 """
@@ -26,12 +31,19 @@ import logging
 import logging.handlers
 import os
 import socket
+from time import time_ns
 from typing import Any
 
 import orjson
 
-FORMATS = ("pickle", "json", "syslog", "http", "udp", "syslog-udp")
+FORMATS = ("pickle", "json", "syslog", "http", "otlp", "bulk", "udp", "syslog-udp")
 DATAGRAM_FORMATS = frozenset({"udp", "syslog-udp"})
+# Formats sent as HTTP requests of --http-batch records each: (path, Content-Type).
+HTTP_FORMATS: dict[str, tuple[str, str]] = {
+    "http": ("/ingest", "application/x-ndjson"),
+    "otlp": ("/v1/logs", "application/x-protobuf"),
+    "bulk": ("/_bulk", "application/x-ndjson"),
+}
 # RFC 5424 structured data needs an SD-ID of the form name@<private enterprise number>;
 # 32473 is the number RFC 5612 reserves for documentation (RFC 5424's own examples use it).
 SD_ID = "bench@32473"
@@ -46,15 +58,18 @@ def flood_records(fmt: str, run_id: str, sender: int, count: int) -> list[bytes]
     Returns:
         One item per record: a SocketHandler frame (pickle, and udp, whose datagram is exactly
         that frame), a JSON line with its LF (json, http), an octet-counted RFC 5424 message
-        (syslog) or the bare message (syslog-udp).
+        (syslog), the bare message (syslog-udp) or an action and a document line (bulk).
+        ``otlp`` records are not bytes one by one: use ``otlp_bodies``.
 
     Raises:
-        ValueError: ``fmt`` is not one of ``FORMATS``.
+        ValueError: ``fmt`` is not one of ``FORMATS``, or is ``otlp``.
     """
     if fmt in ("pickle", "udp"):
         return _pickle_records(run_id, sender, count)
     if fmt in ("json", "http"):
         return _json_records(run_id, sender, count)
+    if fmt == "bulk":
+        return _bulk_records(run_id, sender, count)
     if fmt in ("syslog", "syslog-udp"):
         messages = _syslog_records(run_id, sender, count)
         return [b"%d %s" % (len(m), m) for m in messages] if fmt == "syslog" else messages
@@ -122,3 +137,93 @@ def _syslog_records(run_id: str, sender: int, count: int) -> list[bytes]:
             f'trace_id="{sender}"{last}] {MESSAGE % (pid, n)}'.encode()
         )
     return messages
+
+
+def _bulk_records(run_id: str, sender: int, count: int) -> list[bytes]:
+    # Filebeat 8's shape: a create action into its data stream, then an ECS document (agent,
+    # ecs, host, log, the message), the tags at the top level as an app's fields would be.
+    action = orjson.dumps({"create": {"_index": "filebeat-8.15.0"}}) + b"\n"
+    host = socket.gethostname()
+    pid = os.getpid()
+    pairs = []
+    for n in range(count):
+        doc: dict[str, Any] = {
+            "@timestamp": _utc_now_iso(),
+            "message": MESSAGE % (pid, n),
+            "log": {"level": "info", "logger": "bench.flood", "file": {"path": "/var/log/app/bench.log"}},
+            "ecs": {"version": "8.0.0"},
+            "host": {"name": host},
+            "agent": {"type": "filebeat", "version": "8.15.0", "name": host},
+            "trace_id": sender,
+            "run": run_id,
+            "i": f"{sender}:{n}",
+        }
+        if n == count - 1:
+            doc["last"] = True
+        pairs.append(action + orjson.dumps(doc) + b"\n")
+    return pairs
+
+
+def otlp_bodies(run_id: str, sender: int, count: int, batch: int) -> list[tuple[bytes, int]]:
+    """``count`` records of one sender as OTLP/HTTP protobuf bodies of ``batch`` records each.
+
+    Each body is one ExportLogsServiceRequest with one resource (the attributes the Python
+    SDK's default resource carries, plus service.name and process.pid) and one scope named
+    after the logger, as the SDK's ``LoggingHandler`` and ``OTLPLogExporter`` send a batch;
+    each record has the handler's code.* and thread attributes, a trace and span id, and the
+    tags (run, i, last) as attributes. The last record is marked.
+
+    Returns:
+        (body, records in it) per request.
+    """
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+    from opentelemetry.proto.logs.v1.logs_pb2 import SEVERITY_NUMBER_INFO
+
+    def kv(key: str, value: str | int | bool) -> KeyValue:
+        if isinstance(value, bool):
+            return KeyValue(key=key, value=AnyValue(bool_value=value))
+        if isinstance(value, int):
+            return KeyValue(key=key, value=AnyValue(int_value=value))
+        return KeyValue(key=key, value=AnyValue(string_value=value))
+
+    pid = os.getpid()
+    resource = [
+        kv("telemetry.sdk.language", "python"),
+        kv("telemetry.sdk.name", "opentelemetry"),
+        kv("telemetry.sdk.version", "1.45.2"),
+        kv("service.name", "bench-flood"),
+        kv("host.name", socket.gethostname()),
+        kv("process.pid", pid),
+    ]
+    bodies = []
+    for start in range(0, count, batch):
+        req = ExportLogsServiceRequest()
+        rl = req.resource_logs.add()
+        rl.resource.attributes.extend(resource)
+        sl = rl.scope_logs.add()
+        sl.scope.name = "bench.flood"
+        now = time_ns()
+        for n in range(start, min(start + batch, count)):
+            lr = sl.log_records.add()
+            lr.time_unix_nano = lr.observed_time_unix_nano = now + n
+            lr.severity_number = SEVERITY_NUMBER_INFO
+            lr.severity_text = "INFO"
+            lr.body.string_value = MESSAGE % (pid, n)
+            lr.trace_id = (sender + 1).to_bytes(8, "big") + n.to_bytes(8, "big")
+            lr.span_id = (n + 1).to_bytes(8, "big")
+            lr.flags = 1
+            attrs = [
+                kv("code.file.path", "/srv/app/bench.py"),
+                kv("code.function.name", "flood"),
+                kv("code.line.number", 42),
+                kv("thread.id", 140245318469440),
+                kv("thread.name", "MainThread"),
+                kv("run", run_id),
+                kv("i", f"{sender}:{n}"),
+            ]
+            if n == count - 1:
+                attrs.append(kv("last", True))
+            lr.attributes.extend(attrs)
+        bodies.append((req.SerializeToString(), min(start + batch, count) - start))
+    return bodies

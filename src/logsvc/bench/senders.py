@@ -3,8 +3,9 @@
 Each sender encodes its records and connects before the clock starts, reports ready, waits
 for the go signal, sends, and reports its own figures (send errors, HTTP statuses) and the
 time it finished. How it sends depends on the format: a stream connection (``sendall`` in
-256 KiB chunks, or paced bursts), one datagram per record, or NDJSON bodies on one kept-alive
-HTTP connection with each 200 awaited. Senders never read PostgreSQL; counting is
+256 KiB chunks, or paced bursts), one datagram per record, or request bodies (NDJSON for
+``/ingest`` and ``/_bulk``, protobuf for ``/v1/logs``) on one kept-alive HTTP connection
+with each 200 awaited. Senders never read PostgreSQL; counting is
 ``counting``'s.
 """
 
@@ -24,12 +25,11 @@ from typing import Any
 
 import orjson
 
-from logsvc.bench.records import DATAGRAM_FORMATS, flood_records
+from logsvc.bench.records import DATAGRAM_FORMATS, HTTP_FORMATS, flood_records, otlp_bodies
 from logsvc.errors import LogsvcError
 
 SEND_CHUNK_BYTES = 256 * 1024
 DEFAULT_HTTP_BATCH = 1000
-_NDJSON_HEADERS = {"Content-Type": "application/x-ndjson"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,15 +76,18 @@ def _batches(records: list[bytes], size: int) -> list[tuple[bytes, int]]:
 
 
 def _flood_sender(load: Load, sender: int, count: int, ready: Any, go: EventT, results: Any) -> None:
-    records = flood_records(load.fmt, load.run_id, sender, count)
     stats: dict[str, Any] = {"sender": sender, "errors": 0}
     # Encode and connect before the clock starts; only the sending is measured.
-    if load.fmt == "http":
-        send = _http_sender(load, records, stats)
-    elif load.fmt in DATAGRAM_FORMATS:
-        send = _datagram_sender(load, records, stats)
+    if load.fmt == "otlp":
+        send = _http_sender(load, otlp_bodies(load.run_id, sender, count, load.http_batch), stats)
     else:
-        send = _stream_sender(load, records)
+        records = flood_records(load.fmt, load.run_id, sender, count)
+        if load.fmt in HTTP_FORMATS:
+            send = _http_sender(load, _batches(records, load.http_batch), stats)
+        elif load.fmt in DATAGRAM_FORMATS:
+            send = _datagram_sender(load, records, stats)
+        else:
+            send = _stream_sender(load, records)
     ready.put(sender)
     go.wait(120)
     send()
@@ -135,8 +138,25 @@ def _datagram_sender(load: Load, records: list[bytes], stats: dict[str, Any]) ->
     return send
 
 
-def _http_sender(load: Load, records: list[bytes], stats: dict[str, Any]) -> Callable[[], None]:
-    bodies = _batches(records, load.http_batch)
+def _accepted(fmt: str, answer: bytes, n: int) -> int:
+    """How many of a 200's ``n`` records the answer says were taken (0 if it does not parse)."""
+    try:
+        if fmt == "otlp":
+            from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
+
+            resp = ExportLogsServiceResponse.FromString(answer)
+            return n - resp.partial_success.rejected_log_records
+        doc = orjson.loads(answer)
+        if fmt == "bulk":
+            return sum(1 for item in doc["items"] for v in item.values() if v["status"] == 201)
+        return int(doc["accepted"])
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return 0  # orjson.JSONDecodeError and protobuf's DecodeError are ValueErrors
+
+
+def _http_sender(load: Load, bodies: list[tuple[bytes, int]], stats: dict[str, Any]) -> Callable[[], None]:
+    path, content_type = HTTP_FORMATS[load.fmt]
+    headers = {"Content-Type": content_type}
     conn = http.client.HTTPConnection(load.host, load.port, timeout=60)
     conn.connect()
 
@@ -150,7 +170,7 @@ def _http_sender(load: Load, records: list[bytes], stats: dict[str, Any]) -> Cal
             pacer.wait(done)
             done += n
             try:
-                conn.request("POST", "/ingest", body, _NDJSON_HEADERS)
+                conn.request("POST", path, body, headers)
                 resp = conn.getresponse()
                 answer = resp.read()
             except (OSError, http.client.HTTPException):
@@ -159,10 +179,7 @@ def _http_sender(load: Load, records: list[bytes], stats: dict[str, Any]) -> Cal
                 continue
             statuses[str(resp.status)] = statuses.get(str(resp.status), 0) + 1
             if resp.status == 200:
-                try:
-                    accepted += int(orjson.loads(answer)["accepted"])
-                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-                    pass
+                accepted += _accepted(load.fmt, answer, n)
         conn.close()
         stats.update(
             http_requests=len(bodies), http_status=statuses, http_failed=failed, http_accepted=accepted
