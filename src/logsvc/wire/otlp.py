@@ -53,7 +53,6 @@ after decompression by ``decompress``'s cap (``oversized``, answered 413).
 from __future__ import annotations
 
 import base64
-import zlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -68,6 +67,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from logsvc.errors import ProtocolError, RecordRejected
 from logsvc.record import STANDARD_ATTRS, RecordDict
+from logsvc.wire.compression import decompress  # re-exported: its home is wire.compression
 
 __all__ = [
     "JSON",
@@ -134,40 +134,6 @@ def media_type(content_type: str) -> str | None:
     """``PROTOBUF``, ``JSON``, or None for a Content-Type OTLP/HTTP does not use."""
     mt = content_type.split(";", 1)[0].strip().lower()
     return mt if mt in (PROTOBUF, JSON) else None
-
-
-def decompress(body: bytes, encoding: str, max_bytes: int) -> bytes:
-    """The body as sent before its Content-Encoding, at most ``max_bytes`` of it.
-
-    Args:
-        body: the request body as received (the HTTP layer has capped it already).
-        encoding: the Content-Encoding header ("" when absent).
-        max_bytes: the cap on the decompressed body, the same as on a plain one.
-
-    Raises:
-        ProtocolError: ``oversized`` past the cap (the route answers 413: a gzip bomb stops
-            here after ``max_bytes + 1`` bytes of output); ``malformed`` for a broken gzip
-            stream; ``unsupported_encoding`` for an encoding other than gzip or identity.
-    """
-    enc = encoding.strip().lower()
-    if enc in ("", "identity"):
-        return body
-    if enc not in ("gzip", "x-gzip"):
-        raise ProtocolError(
-            f"Content-Encoding {enc[:40]!r} is not supported; use gzip.", reason="unsupported_encoding"
-        )
-    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    try:
-        out = d.decompress(body, max_bytes + 1)
-    except zlib.error as exc:
-        raise ProtocolError(f"The gzip body does not decompress: {exc}.", reason="malformed") from None
-    if len(out) > max_bytes:
-        raise ProtocolError(
-            f"The body is over the cap of {max_bytes} bytes once decompressed.", reason="oversized"
-        )
-    if not d.eof:
-        raise ProtocolError("The gzip body is truncated.", reason="malformed")
-    return out
 
 
 def parse_logs(body: bytes, media: str) -> Iterator[RecordDict | RecordRejected]:
