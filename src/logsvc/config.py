@@ -122,6 +122,36 @@ def parse_json_format(text: str) -> str:
     return name
 
 
+@dataclass(frozen=True, slots=True)
+class JsonListen:
+    """The address of a listener that reads JSON records, and the JSON format it names.
+
+    ``json_format`` None means the listener reads as ``--json-format`` says.
+    """
+
+    host: str
+    port: int
+    json_format: str | None = None
+
+
+def parse_json_listen(text: str) -> JsonListen:
+    """``"127.0.0.1:5170"`` or ``"127.0.0.1:5170=pino"`` (this listener's JSON format) -> JsonListen.
+
+    The ``=FORMAT`` suffix is a name of ``parse_json_format``; an address never holds an
+    ``=`` (IPv6 in brackets included), so the last one splits them.
+    """
+    where, sep, fmt = str(text).strip().rpartition("=")
+    if not sep:
+        return JsonListen(*parse_hostport(fmt))
+    if not fmt.strip():
+        raise ConfigError(f"listen address {text!r}: give a JSON format after '=', as in 127.0.0.1:5170=pino")
+    try:
+        name = parse_json_format(fmt)
+    except ConfigError as exc:
+        raise ConfigError(f"listen address {text!r}: {exc}") from None
+    return JsonListen(*parse_hostport(where), name)
+
+
 def _parse_optional_hostport(text: str) -> tuple[str, int] | None:
     return parse_hostport(text) if str(text).strip() else None
 
@@ -203,9 +233,10 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "listen_json",
-        parse_hostport,
-        "TCP address for JSON lines (one object per line: Vector, Fluent Bit, any language); repeatable",
-        "HOST:PORT",
+        parse_json_listen,
+        "TCP address for JSON lines (one object per line: Vector, Fluent Bit, any language); "
+        "HOST:PORT=FORMAT reads this listener's records in one --json-format FORMAT; repeatable",
+        "HOST:PORT[=FORMAT]",
         True,
     ),
     Option(
@@ -221,7 +252,8 @@ OPTIONS: tuple[Option, ...] = (
         parse_json_format,
         "how JSON records (--listen-json, POST /ingest) are read: auto (detect pino, bunyan, ECS, "
         "loguru, structlog and GELF by their signatures, else the plain key table), plain, or one "
-        "of pino, bunyan, ecs, loguru, structlog, gelf for every record",
+        "of pino, bunyan, ecs, loguru, structlog, gelf for every record; a listener given as "
+        "HOST:PORT=FORMAT reads as its own FORMAT instead",
         "FORMAT",
     ),
     Option(
@@ -240,10 +272,12 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "listen_http",
-        parse_hostport,
+        parse_json_listen,
         "HTTP address: POST /ingest (NDJSON, a JSON array, or logging.handlers.HTTPHandler's form), "
-        "plus /metrics, /healthz and /readyz; repeatable",
-        "HOST:PORT",
+        "POST /gelf (one GELF message, graypy's GELFHTTPHandler), /v1/logs and /_bulk, plus "
+        "/metrics, /healthz and /readyz; HOST:PORT=FORMAT reads /ingest and /_bulk in one "
+        "--json-format FORMAT; repeatable",
+        "HOST:PORT[=FORMAT]",
         True,
     ),
     Option(
@@ -388,12 +422,12 @@ class Settings:
     listen: list[tuple[str, int] | str] = field(default_factory=lambda: [("127.0.0.1", 5000)])
     listen_tls: list[tuple[str, int]] = field(default_factory=list)
     listen_udp: list[tuple[str, int]] = field(default_factory=list)
-    listen_json: list[tuple[str, int]] = field(default_factory=list)
+    listen_json: list[JsonListen] = field(default_factory=list)
     listen_gelf: list[tuple[str, int]] = field(default_factory=list)
     json_format: str = "auto"
     listen_syslog: list[tuple[str, int]] = field(default_factory=list)
     listen_syslog_udp: list[tuple[str, int]] = field(default_factory=list)
-    listen_http: list[tuple[str, int]] = field(default_factory=list)
+    listen_http: list[JsonListen] = field(default_factory=list)
     listen_otlp: list[tuple[str, int]] = field(default_factory=list)
     # Loopback only by default: the figures are for the operator on this machine (and
     # Prometheus is told to scrape another address on purpose).
@@ -471,6 +505,9 @@ def add_arguments(parser: argparse.ArgumentParser, only: tuple[str, ...] | None 
 def _show(value: Any) -> str:
     if isinstance(value, list):
         return ", ".join(_show(v) for v in value)
+    if isinstance(value, JsonListen):
+        where = _show((value.host, value.port))
+        return f"{where}={value.json_format}" if value.json_format else where
     if isinstance(value, tuple):
         host, port = value
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

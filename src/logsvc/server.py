@@ -107,9 +107,7 @@ class Server:
         )
         writer.on_appended = sink.notify_appended
         registry = ops.make_registry(m, self.figures)
-        app = HttpApp(
-            writer, m, registry, self.figures, lambda: self.stopping, r, st.assume_timezone, st.json_format
-        )
+        app = HttpApp(writer, m, registry, self.figures, lambda: self.stopping, r, st.assume_timezone)
         self.intake = Intake(r, writer, m, st, app.for_listener, max_connections)
         self.intake.bind_all()
         r.add_before_poll(writer.flush)

@@ -21,6 +21,17 @@ go the same way (``wire.bulk``): the action lines are read first (a bad one is a
 whole request), the documents are records like JSON lines, and the answer, in the shape
 Filebeat, Fluent Bit and Vector check (``took``, ``errors``, ``items`` with a status each), is
 sent once they are durable. ``GET /`` answers what those shippers read at connect: a version.
+
+``POST /gelf`` (GELF over HTTP, on ``--listen-http``; graypy's ``GELFHTTPHandler``, Graylog's
+GELF HTTP input) takes one GELF message per request, plain or gzip/zlib compressed (told
+apart by its first bytes, as Graylog does: ``wire.compression``), capped after inflating
+(413), read by the one ``JsonFormat`` in its ``gelf`` shape, written through the same
+``_Job`` and answered ``202 Accepted`` with an empty body once durable, as Graylog answers;
+a body that is not a GELF object is a 400.
+
+Each listener's ``App`` comes from ``for_listener(ListenerConfig)``: its kind (which routes
+it serves, the metrics label) and the JSON format its ``/ingest`` and ``/_bulk`` read
+(``--listen-http HOST:PORT=FORMAT``, else ``--json-format``).
 """
 
 # Copyright (c) logsvc developers
@@ -30,6 +41,7 @@ from __future__ import annotations
 import datetime
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from itertools import islice
 from urllib.parse import unquote
 
@@ -42,14 +54,14 @@ from logsvc.journal.writer import JournalWriter
 from logsvc.loop import Reactor
 from logsvc.metrics import Metrics
 from logsvc.record import RecordDict
-from logsvc.wire import otlp
+from logsvc.wire import compression, otlp
 from logsvc.wire.bulk import bulk_response, parse_bulk
 from logsvc.wire.http_body import parse_ingest
 from logsvc.wire.json_format import JsonFormat
 
 # Records of one /ingest request written per loop turn (~20 ms of work for tiny JSON lines).
 INGEST_RECORDS_PER_TURN = 2000
-_PATHS = frozenset({"/ingest", "/v1/logs", "/metrics", "/healthz", "/readyz"})
+_PATHS = frozenset({"/ingest", "/v1/logs", "/gelf", "/metrics", "/healthz", "/readyz"})
 # ProtocolError reasons of an OTLP body -> the status that answers it.
 _OTLP_STATUS = {"oversized": 413, "unsupported_encoding": 415}
 # Elasticsearch clients (go-elasticsearch v8, elasticsearch-py 8) refuse a server that does not
@@ -64,8 +76,21 @@ _ES_INFO = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class ListenerConfig:
+    """What one listener is, as its connections' handlers need to know it.
+
+    Attributes:
+        kind: what it speaks, and its label in logs and metrics: "http", "otlp", "json", ...
+        json_format: the ``JsonFormat`` shape its JSON records are read in (``SHAPES``).
+    """
+
+    kind: str
+    json_format: str = "auto"
+
+
 class HttpApp:
-    """Routes requests; ``for_listener(kind)`` is the ``App`` of one listener kind."""
+    """Routes requests; ``for_listener(config)`` is the ``App`` of one listener."""
 
     def __init__(
         self,
@@ -76,33 +101,37 @@ class HttpApp:
         stopping: Callable[[], bool],
         reactor: Reactor,
         tz: datetime.tzinfo = datetime.UTC,
-        json_format: str = "auto",
     ) -> None:
         self._reactor = reactor
         self._tz = tz  # --assume-timezone: for times sent without a zone
-        self._json_format = json_format  # --json-format: the shape of JSON records
+        self._gelf = JsonFormat(tz, "gelf")  # holds no state between records
         self._writer = writer
         self._metrics = metrics
         self._registry = registry
         self._figures = figures
         self._stopping = stopping
 
-    def for_listener(self, kind: str) -> App:
-        return lambda conn, req: self._route(kind, conn, req)
+    def for_listener(self, config: ListenerConfig) -> App:
+        json = JsonFormat(self._tz, config.json_format)  # holds no state between records
+        return lambda conn, req: self._route(config.kind, json, conn, req)
 
-    def _route(self, kind: str, conn: HttpConnection, req: Request) -> Response | None:
+    def _route(self, kind: str, json: JsonFormat, conn: HttpConnection, req: Request) -> Response | None:
         path = req.path if req.path in _PATHS else "other"
         if req.path == "/ingest" and kind == "http":
-            resp = self._ingest(conn, req)
+            resp = self._ingest(conn, req, json.shape)
             if resp is None:
                 return None  # answered once the records are in the journal
+        elif req.path == "/gelf" and kind == "http":
+            resp = self._gelf_http(conn, req)
+            if resp is None:
+                return None  # answered once the record is in the journal
         elif req.path == "/v1/logs" and kind in ("http", "otlp"):
             resp = self._otlp(conn, req, kind)
             if resp is None:
                 return None  # answered once the records are in the journal
         elif kind == "http" and (target := _bulk_target(req.path))[0]:
             path = "/_bulk"
-            resp = self._bulk(conn, req, target[1])
+            resp = self._bulk(conn, req, target[1], json)
             if resp is None:
                 return None  # answered once the records are in the journal
         elif kind == "http" and req.path == "/" and req.method in ("GET", "HEAD"):
@@ -122,7 +151,7 @@ class HttpApp:
         self._metrics.http_requests[path, resp.status] += 1
         return resp
 
-    def _ingest(self, conn: HttpConnection, req: Request) -> Response | None:
+    def _ingest(self, conn: HttpConnection, req: Request, json_format: str) -> Response | None:
         if req.method not in ("POST", "GET"):
             return Response.json(405, {"error": "use POST /ingest"}, [("Allow", "POST, GET")])
         writer = self._writer
@@ -135,7 +164,7 @@ class HttpApp:
             req.body,
             req.query,
             tz=self._tz,
-            json_format=self._json_format,
+            json_format=json_format,
         )
         self._continue(_Job(conn, items, time.time()))
         return None
@@ -151,7 +180,9 @@ class HttpApp:
         if media is None:
             return Response.json(415, {"error": f"use Content-Type {otlp.PROTOBUF} or {otlp.JSON}"})
         try:
-            body = otlp.decompress(req.body, req.headers.get("content-encoding", ""), conn.max_body_bytes)
+            body = compression.decompress(
+                req.body, req.headers.get("content-encoding", ""), conn.max_body_bytes
+            )
             items = otlp.parse_logs(body, media)
         except ProtocolError as exc:
             self._metrics.frames_rejected[kind, exc.reason] += 1
@@ -165,7 +196,44 @@ class HttpApp:
         self._continue(_Job(conn, items, time.time(), kind, "/v1/logs", reply))
         return None
 
-    def _bulk(self, conn: HttpConnection, req: Request, index: str | None) -> Response | None:
+    def _gelf_http(self, conn: HttpConnection, req: Request) -> Response | None:
+        # Graylog's GELF HTTP input: one message per POST, 202 with no body once taken.
+        if req.method != "POST":
+            return Response.json(405, {"error": "use POST /gelf"}, [("Allow", "POST")])
+        writer = self._writer
+        if self._stopping() or not writer.accepting:
+            why = "the service is stopping" if self._stopping() else f"{writer.reason}; retry later"
+            return Response.json(503, {"error": why}, [("Retry-After", "1")])
+        # graypy sends "gzip,deflate" over a zlib body: the header only has to name codings a
+        # GELF sender uses; the body's first bytes say which one it is (wire.compression).
+        codings = {c.strip() for c in req.headers.get("content-encoding", "").lower().split(",")}
+        if not codings <= compression.GELF_ENCODINGS:
+            self._metrics.frames_rejected["http", "unsupported_encoding"] += 1
+            why = f"Content-Encoding {req.headers.get('content-encoding', '')[:40]!r} is not supported"
+            return Response.json(415, {"error": f"{why}; send gzip, zlib or plain JSON"})
+        try:
+            body = compression.inflate_sniffed(req.body, conn.max_body_bytes)
+        except ProtocolError as exc:
+            self._metrics.frames_rejected["http", exc.reason] += 1
+            return Response.json(_OTLP_STATUS.get(exc.reason, 400), {"error": str(exc)})
+        item: RecordDict | RecordRejected
+        try:
+            item = self._gelf.parse(body)
+        except RecordRejected as exc:
+            item = exc
+
+        def reply(job: _Job) -> Response:
+            if not job.accepted:
+                why = ", ".join(sorted(job.rejected)) or "nothing to store"
+                return Response.json(400, {"error": f"not a GELF message: {why}"})
+            return Response(202, b"", "text/plain")
+
+        self._continue(_Job(conn, iter([item]), time.time(), "http", "/gelf", reply))
+        return None
+
+    def _bulk(
+        self, conn: HttpConnection, req: Request, index: str | None, json: JsonFormat
+    ) -> Response | None:
         if req.method not in ("POST", "PUT"):
             return Response.json(405, {"error": "use POST /_bulk"}, [("Allow", "POST, PUT"), *_ES_HEADERS])
         writer = self._writer
@@ -174,8 +242,10 @@ class HttpApp:
             # 429 is what Elasticsearch answers when it cannot take more; every shipper retries it.
             return Response.json(429, {"error": why, "status": 429}, [("Retry-After", "1"), *_ES_HEADERS])
         try:
-            body = otlp.decompress(req.body, req.headers.get("content-encoding", ""), conn.max_body_bytes)
-            bulk = parse_bulk(body, index, JsonFormat(self._tz, self._json_format))
+            body = compression.decompress(
+                req.body, req.headers.get("content-encoding", ""), conn.max_body_bytes
+            )
+            bulk = parse_bulk(body, index, json)
         except ProtocolError as exc:
             self._metrics.frames_rejected["http", exc.reason] += 1
             status = _OTLP_STATUS.get(exc.reason, 400)

@@ -38,6 +38,7 @@ from functools import partial
 from logsvc import loop as _loop
 from logsvc.config import Settings
 from logsvc.errors import ConfigError
+from logsvc.ingest.app import ListenerConfig
 from logsvc.ingest.datagram import DatagramReader, udp_drops
 from logsvc.ingest.http import App, HttpConnection
 from logsvc.ingest.stream import RECV_CHUNK_BYTES, StreamConnection
@@ -76,7 +77,7 @@ _KIND_TEXT = {
     "syslog_udp": "syslog datagrams",
     "gelf": "GELF over TCP, NUL-terminated",
     "gelf_udp": "GELF datagrams, chunked or compressed",
-    "http": "HTTP: POST /ingest, /metrics, /healthz, /readyz",
+    "http": "HTTP: POST /ingest, /gelf, /v1/logs, /_bulk, /metrics, /healthz, /readyz",
     "otlp": "OTLP/HTTP: POST /v1/logs, /metrics, /healthz, /readyz",
     "metrics": "HTTP: /metrics, /healthz, /readyz",
 }
@@ -85,16 +86,26 @@ _KIND_TEXT = {
 class Listener:
     """A listening stream socket and what its connections speak."""
 
-    __slots__ = ("kind", "name", "sock", "tls", "unix_path")
+    __slots__ = ("config", "name", "sock", "tls", "unix_path")
 
     def __init__(
-        self, sock: socket.socket, kind: str, name: str, tls: ssl.SSLContext | None, unix_path: str | None
+        self,
+        sock: socket.socket,
+        config: ListenerConfig,
+        name: str,
+        tls: ssl.SSLContext | None,
+        unix_path: str | None,
     ) -> None:
         self.sock = sock
-        self.kind = kind  # the format label in logs and metrics: "pickle", "json", ...
+        self.config = config  # what its connections speak, and how they read JSON
         self.name = name
         self.tls = tls
         self.unix_path = unix_path
+
+    @property
+    def kind(self) -> str:
+        """The format label in logs and metrics: "pickle", "json", ..."""
+        return self.config.kind
 
 
 class Intake:
@@ -115,7 +126,7 @@ class Intake:
         writer: JournalWriter,
         metrics: Metrics,
         settings: Settings,
-        http_app: Callable[[str], App],
+        http_app: Callable[[ListenerConfig], App],
         max_connections: int,
     ) -> None:
         self.reactor = reactor
@@ -148,11 +159,12 @@ class Intake:
                 self._listen(*where)
         for host, port in st.listen_tls:
             self._listen(host, port, tls=self._tls)
+        for kind, json_listens in (("json", st.listen_json), ("http", st.listen_http)):
+            for jl in json_listens:
+                self._listen(jl.host, jl.port, kind=kind, json_format=jl.json_format)
         for kind, addrs in (
-            ("json", st.listen_json),
             ("syslog", st.listen_syslog),
             ("gelf", st.listen_gelf),
-            ("http", st.listen_http),
             ("otlp", st.listen_otlp),
         ):
             for host, port in addrs:
@@ -185,7 +197,14 @@ class Intake:
                     "address with --metrics HOST:PORT, or --metrics= for none"
                 ) from None
 
-    def _listen(self, host: str, port: int, tls: ssl.SSLContext | None = None, kind: str = "pickle") -> None:
+    def _listen(
+        self,
+        host: str,
+        port: int,
+        tls: ssl.SSLContext | None = None,
+        kind: str = "pickle",
+        json_format: str | None = None,
+    ) -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
@@ -198,8 +217,10 @@ class Intake:
         sock.setblocking(False)
         addr = sock.getsockname()[:2]
         shown = f"[{addr[0]}]:{addr[1]}" if family == socket.AF_INET6 else f"{addr[0]}:{addr[1]}"
-        self._add_listener(Listener(sock, kind, shown, tls, None))
-        what = _KIND_TEXT[kind]
+        # A listener that names its JSON format reads as it says; the others as --json-format.
+        config = ListenerConfig(kind, json_format or self.settings.json_format)
+        self._add_listener(Listener(sock, config, shown, tls, None))
+        what = _KIND_TEXT[kind] + (f"; JSON read as {json_format}" if json_format else "")
         log.info("Listening on %s (%s).", shown, f"TLS, {what}" if tls else what)
 
     def _listen_unix(self, path: str) -> None:
@@ -215,7 +236,9 @@ class Intake:
         os.chmod(path, mode)
         sock.listen(LISTEN_BACKLOG)
         sock.setblocking(False)
-        self._add_listener(Listener(sock, "pickle", f"unix:{path}", None, path))
+        self._add_listener(
+            Listener(sock, ListenerConfig("pickle", self.settings.json_format), f"unix:{path}", None, path)
+        )
         log.info("Listening on unix:%s (mode %o; SocketHandler(%r, None) pickle frames).", path, mode, path)
 
     def _add_listener(self, listener: Listener) -> None:
@@ -293,7 +316,7 @@ class Intake:
                 sock,
                 peer,
                 self.reactor,
-                self._http_app(listener.kind),
+                self._http_app(listener.config),
                 max_body_bytes=self.settings.http_max_body_bytes,
                 on_close=self._http_closed,
             )
@@ -308,16 +331,16 @@ class Intake:
             except (ssl.SSLError, OSError) as exc:
                 self._refuse(sock, peer, "tls_error", f"TLS set-up failed: {exc}")
                 return
-        conn = self._stream(sock, peer, listener.kind)
+        conn = self._stream(sock, peer, listener.config)
         self.conns[conn.fd] = conn
         m.connections_accepted += 1
         m.connections_open += 1
         conn.start()
 
-    def _stream(self, sock: socket.socket, peer: str, kind: str) -> StreamConnection:
-        cap = self.settings.max_frame_bytes
+    def _stream(self, sock: socket.socket, peer: str, config: ListenerConfig) -> StreamConnection:
+        cap, kind = self.settings.max_frame_bytes, config.kind
         if kind == "json":
-            reader = JsonFormat(tz=self.settings.assume_timezone, shape=self.settings.json_format)
+            reader = JsonFormat(tz=self.settings.assume_timezone, shape=config.json_format)
             return StreamConnection(self, sock, peer, kind, Decoder(LineFramer(cap), reader))
         if kind == "gelf":  # JSON ended by NUL (wire.gelf), read as GELF always
             reader = JsonFormat(tz=self.settings.assume_timezone, shape="gelf")
