@@ -191,7 +191,8 @@ def as_otlp_json(pb: bytes) -> bytes:
 
 def test_the_specification_example() -> None:
     rec = only(SPEC_EXAMPLE, JSON)
-    assert rec == {
+    # The columns a record does not set are None (for RowEncoder's fast path), as if absent.
+    assert {k: v for k, v in rec.items() if v is not None} == {
         "levelno": 20,
         "levelname": "INFO",
         "created": 1544712660.3,
@@ -213,6 +214,28 @@ def test_the_specification_example() -> None:
         "array.attribute": ["many", "values"],
         "map.attribute": {"some.map.key": "some value"},
     }
+
+
+def test_unset_columns_encode_as_absent_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    # _base starts every record with the LogRecord columns as None: the row is the one the
+    # record without them gives, and the encoder's fast path takes both.
+    from logsvc.store.copyfmt import RowEncoder
+
+    def no_slow_path(*args: object) -> bytes:
+        raise AssertionError("took the general path")
+
+    monkeypatch.setattr(RowEncoder, "_encode_slow", no_slow_path)
+    enc = RowEncoder()
+    line = LogRecord(time_unix_nano=1_700_000_000_000_000_000, body=s("hi"))
+    line.attributes.append(kv("code.line.number", AnyValue(int_value=3)))
+    for body, media in ((SPEC_EXAMPLE, JSON), (request(line), PROTOBUF)):
+        rec = only(body, media)
+        sparse = {k: v for k, v in rec.items() if v is not None}
+        assert len(sparse) < len(rec)
+        row = enc.encode(rec, 7, "peer", "2026-11-29 00:00:00+00").split(b"\t")
+        other = enc.encode(sparse, 7, "peer", "2026-11-29 00:00:00+00").split(b"\t")
+        # extra's keys may come in another order (a set difference); jsonb keeps no order.
+        assert row[:-1] == other[:-1] and orjson.loads(row[-1]) == orjson.loads(other[-1])
 
 
 def test_the_specification_example_fed_three_ways() -> None:
@@ -267,7 +290,7 @@ def test_observed_time_when_there_is_no_time_and_none_when_neither() -> None:
     rec = only(request(LogRecord(observed_time_unix_nano=2_000_000_000_000_000_000)), PROTOBUF)
     assert rec["created"] == 2_000_000_000.0
     rec = only(request(LogRecord()), PROTOBUF)
-    assert "created" not in rec and rec["msg"] == "" and rec["levelname"] == "INFO"
+    assert rec["created"] is None and rec["msg"] == "" and rec["levelname"] == "INFO"  # None: unset
 
 
 @pytest.mark.parametrize(
@@ -300,7 +323,7 @@ def test_logger_name_precedence() -> None:
     assert "logger.name" not in only(request(named), PROTOBUF)
     assert only(request(LogRecord()), PROTOBUF)["name"] == "app.module"  # the scope
     assert only(request(LogRecord(), scope=""), PROTOBUF)["name"] == "billing"  # service.name
-    assert "name" not in only(request(LogRecord(), scope="", resource=[kv("a", s("b"))]), PROTOBUF)
+    assert only(request(LogRecord(), scope="", resource=[kv("a", s("b"))]), PROTOBUF)["name"] is None
 
 
 def test_structured_bodies_are_json_text() -> None:
