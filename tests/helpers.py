@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -124,6 +125,28 @@ class Service:
             raise AssertionError(
                 f"logsvc did not exit within {timeout} s after {signum}:\n{self.log()}"
             ) from None
+
+    def rows(
+        self, columns: str, where: str = "true", params: list[Any] | None = None
+    ) -> list[dict[str, Any]]:
+        """``columns`` of the records matching ``where``, in seq order ([] before the table exists)."""
+        with psycopg.connect(self.dsn, autocommit=True) as c:
+            if c.execute("SELECT to_regclass(%s)", [f"{self.schema}.records"]).fetchone() == (None,):
+                return []
+            cur = c.execute(
+                f"SELECT {columns} FROM {self.schema}.records WHERE {where} ORDER BY seq", params or []
+            )
+            names = [d.name for d in cur.description or []]
+            return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+    def wait_rows(
+        self, n: int, columns: str, where: str, params: list[Any] | None = None
+    ) -> list[dict[str, Any]]:
+        """Wait (30 s at most) until exactly ``n`` records match ``where``; return them."""
+        wait_for(lambda: len(self.rows(columns, where, params)) >= n, 30, f"{n} rows where {where}")
+        got = self.rows(columns, where, params)
+        assert len(got) == n, got
+        return got
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

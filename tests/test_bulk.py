@@ -43,23 +43,14 @@ class Es:
         finally:
             conn.close()
 
+    # The columns these tests read; the query itself is Service.rows.
+    COLUMNS = "created, levelname, logger, message, extra"
+
     def rows(self, where: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
-        with psycopg.connect(self.svc.dsn, autocommit=True) as c:
-            if c.execute("SELECT to_regclass(%s)", [f"{self.svc.schema}.records"]).fetchone() == (None,):
-                return []
-            cur = c.execute(
-                f"SELECT created, levelname, logger, message, extra FROM {self.svc.schema}.records "
-                f"WHERE {where} ORDER BY seq",
-                params or [],
-            )
-            names = [d.name for d in cur.description or []]
-            return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+        return self.svc.rows(self.COLUMNS, where, params)
 
     def wait_rows(self, n: int, where: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
-        wait_for(lambda: len(self.rows(where, params)) >= n, 30, f"{n} rows where {where}")
-        got = self.rows(where, params)
-        assert len(got) == n, got
-        return got
+        return self.svc.wait_rows(n, self.COLUMNS, where, params)
 
 
 @pytest.fixture(scope="module")

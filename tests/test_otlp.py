@@ -47,23 +47,16 @@ class Otlp:
             assert m, log
             self.port[kind] = int(m.group(1))
 
+    # The columns these tests read; the query itself is Service.rows.
+    COLUMNS = (
+        "seq, created, levelno, levelname, logger, message, pathname, lineno, func, process, exc_text, extra"
+    )
+
     def rows(self, where: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
-        with psycopg.connect(self.svc.dsn, autocommit=True) as c:
-            if c.execute("SELECT to_regclass(%s)", [f"{self.svc.schema}.records"]).fetchone() == (None,):
-                return []
-            cur = c.execute(
-                f"SELECT seq, created, levelno, levelname, logger, message, pathname, lineno, func, "
-                f"process, exc_text, extra FROM {self.svc.schema}.records WHERE {where} ORDER BY seq",
-                params or [],
-            )
-            names = [d.name for d in cur.description or []]
-            return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+        return self.svc.rows(self.COLUMNS, where, params)
 
     def wait_rows(self, n: int, where: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
-        wait_for(lambda: len(self.rows(where, params)) >= n, 30, f"{n} rows where {where}")
-        got = self.rows(where, params)
-        assert len(got) == n, got
-        return got
+        return self.svc.wait_rows(n, self.COLUMNS, where, params)
 
     def post(
         self, body: bytes, content_type: str, *, port: str = "otlp", headers: dict[str, str] | None = None
