@@ -1,0 +1,59 @@
+"""The web console: a page, a JSON API and a live tail over the stored records.
+
+Served by ``serve`` on its operator port (``--metrics``, next to ``/metrics``) and by
+``logsvc console`` against any database holding a logsvc schema (a read replica). Modules:
+
+* ``query_lang``: the query language, text to parameterised SQL (pure);
+* ``db``: the console's own non-blocking connections on the reactor (bounded);
+* ``api``: the routes (``/``, ``/static/...``, ``/api/...``) and their statements;
+* ``tail``: ``/api/tail``, server-sent events;
+* ``command``: ``logsvc console``.
+
+The page itself (``static/``) is plain HTML, CSS and JavaScript shipped in the package.
+"""
+
+# Copyright (c) logsvc developers
+
+from __future__ import annotations
+
+import ipaddress
+
+from logsvc.console.api import Console
+from logsvc.console.db import ConsoleDb
+from logsvc.console.tail import Tail
+from logsvc.loop import Reactor
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` keeps the console on this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def build(
+    reactor: Reactor,
+    conninfo: str,
+    schema: str,
+    *,
+    host: str,
+    token: str | None = None,
+    pg_timeout: float = 10.0,
+) -> Console:
+    """A console with its pool and live tail, for an operator port bound to ``host``.
+
+    Off loopback the console needs ``token``; without one its routes answer 403.
+    """
+    db = ConsoleDb(reactor, conninfo, pg_timeout=pg_timeout)
+    console = Console(db, schema, token=token or None, require_token=not is_loopback(host))
+    tail = Tail(reactor, db, console.schema)
+    console.tail = tail.subscribe
+    console.closers.append(tail.close)
+    console.closers.append(db.close)
+    return console
+
+
+__all__ = ["Console", "ConsoleDb", "Tail", "build", "is_loopback"]

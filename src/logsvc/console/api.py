@@ -1,0 +1,679 @@
+"""The console's HTTP side: the page's static files and the JSON API under ``/api/``.
+
+Theory of operation
+-------------------
+``Console.handle(conn, request)`` is an ``ingest.http`` application: it answers static files
+at once and API requests later, once their statement has run on the console's own pool
+(``console.db``), so the loop never waits for PostgreSQL. Each API request is:
+
+1. parameters read and checked (bounded: a handful of fields, limits clamped), the query
+   compiled by ``query_lang`` (a bad query is a 400 with its position), the time range read
+   like the CLI's ``--since``/``--until`` (``query.parse_time``; default: the last hour);
+2. one or two statements sent with every value as a parameter;
+3. the answer assembled from rows PostgreSQL already rendered as JSON (``json_build_object``
+   with the CLI's ``--format json`` names), so records are passed through, not decoded.
+
+Record ids are ``"<journal uuid hex>:<seq>"`` (``records.journal``, ``records.seq``); rows
+stored before the journal column existed have ``"-:<seq>"``. Cursors are opaque to clients:
+``"<created in µs since the epoch>_<seq>"``, a keyset on ``(created, seq)``, the order every
+list is in.
+
+Authentication (``token``): when set, every console route needs ``Authorization: Bearer
+TOKEN`` or the cookie the page gets from ``/?token=TOKEN`` (HttpOnly, SameSite=Strict).
+When the console is bound off loopback without a token (``require_token``), its routes
+answer 403 and say why; ``/metrics`` and the health routes are not the console's.
+
+Errors are JSON ``{"error": ...}``: 400 for a bad query (with ``position``) or parameter,
+401/403 for authentication, 404 for an unknown record, 503 while PostgreSQL is unreachable,
+too slow (``statement_timeout``) or the console's queue is full. Never a traceback.
+"""
+
+# Copyright (c) logsvc developers
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import hmac
+import logging
+import math
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlencode
+
+import orjson
+
+from logsvc.console import query_lang as ql
+from logsvc.console.db import ConsoleDb, Row
+from logsvc.errors import ConfigError, StoreError
+from logsvc.ingest.http import HttpConnection, Request, Response
+from logsvc.query import FIELDS, parse_time
+from logsvc.store import schema as _schema
+from logsvc.store.pgproto import PgError
+
+log = logging.getLogger("logsvc.console")
+
+STATIC_DIR = Path(__file__).parent / "static"
+DEFAULT_RANGE = _dt.timedelta(hours=1)
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+DEFAULT_BUCKETS = 60
+MAX_BUCKETS = 1000
+DEFAULT_CONTEXT = 20
+MAX_CONTEXT = 500
+# Context looks this far from its starting point (a process's neighbours a day away are
+# not its context, and the bound keeps a rare process from scanning every partition).
+CONTEXT_WINDOW = "1 day"
+# Facets are computed over the newest rows of the range, at most this many.
+FACET_SAMPLE = 10_000
+FACET_TOP = 10
+FACET_MAX_EXTRA_KEYS = 30
+FACET_VALUE_CHARS = 200
+# A field with more distinct values than this in the sample is shown as high-cardinality.
+HIGH_CARDINALITY = 50
+MAX_PARAMS = 16
+# Static files are read once and kept while unchanged; larger files are not served.
+MAX_STATIC_BYTES = 4 << 20
+COOKIE = "logsvc_console"
+LEVEL_NAMES = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+_CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".mjs": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".json": "application/json",
+    ".map": "application/json",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".ico": "image/x-icon",
+    ".txt": "text/plain; charset=utf-8",
+    ".woff2": "font/woff2",
+}
+# Every log field is shown as text by the page; the policy makes sure nothing else runs even
+# if a bug let markup through: scripts only from our own files, no inline ones, no frames.
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data: blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+    "frame-ancestors 'none'; form-action 'self'"
+)
+SECURITY_HEADERS = [
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+    ("X-Frame-Options", "DENY"),
+]
+_STATIC_PATH = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]*(/[A-Za-z0-9_\-][A-Za-z0-9_.\-]*)*$")
+_CURSOR = re.compile(r"^(-?\d{1,19})_(\d{1,19})$")
+_ID = re.compile(r"^([0-9a-f]{32}|-):(\d{1,19})$")
+
+# One record as JSON, built by PostgreSQL: the CLI's field names (query.FIELDS) plus "id".
+_ID_SQL = "coalesce(replace(journal::text, '-', ''), '-') || ':' || seq"
+RECORD_JSON = "json_build_object('id', " + _ID_SQL + ", " + ", ".join(f"'{f}', {f}" for f in FIELDS) + ")"
+# The keyset of a row: created in µs since the epoch, and seq.
+_KEY_SQL = "(extract(epoch FROM created) * 1000000)::bigint, seq"
+_LEVEL_INDEX_SQL = (
+    "CASE WHEN levelno IS NULL OR levelno <= 10 THEN 0 WHEN levelno <= 20 THEN 1 "
+    "WHEN levelno <= 30 THEN 2 WHEN levelno <= 40 THEN 3 ELSE 4 END"
+)
+_HOST_SQL = "regexp_replace(peer, ':[^:]*$', '')"
+
+
+class ApiError(Exception):
+    """An answer other than 200, with its JSON body."""
+
+    def __init__(self, status: int, message: str, **fields: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = {"error": message, **fields}
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    micros: int
+    seq: int
+
+    def __str__(self) -> str:
+        return f"{self.micros}_{self.seq}"
+
+
+def parse_cursor(text: str, name: str) -> Cursor:
+    m = _CURSOR.match(text)
+    if m is None:
+        raise ApiError(400, f"{name}: not a cursor this console gave out")
+    return Cursor(int(m.group(1)), int(m.group(2)))
+
+
+def _cursor_of(row: Row, at: int) -> Cursor:
+    micros, seq = row[at], row[at + 1]
+    assert micros is not None and seq is not None
+    return Cursor(int(micros), int(seq))
+
+
+class Console:
+    """The console's routes: ``/``, ``/static/...``, ``/api/...``.
+
+    Args:
+        db: the console's connection pool.
+        schema: the schema holding ``records``.
+        token: the token every request must carry, or None.
+        require_token: the console is reachable off loopback: without a token it refuses.
+        tail: makes the SSE response of ``/api/tail`` (``console.tail.Tail.subscribe``).
+    """
+
+    def __init__(
+        self,
+        db: ConsoleDb,
+        schema: str,
+        *,
+        token: str | None = None,
+        require_token: bool = False,
+        static_dir: Path = STATIC_DIR,
+        now: Callable[[], _dt.datetime] = lambda: _dt.datetime.now(_dt.UTC),
+    ) -> None:
+        self.db = db
+        self.schema = _schema.check_identifier(schema)
+        self.token = token
+        self.require_token = require_token
+        self.static_dir = static_dir
+        self._now = now
+        self._static: dict[str, tuple[int, int, bytes, str]] = {}  # path -> mtime, size, body, etag
+        self.tail: Callable[[HttpConnection, Request, str], ApiError | None] | None = None
+        self.closers: list[Callable[[], None]] = []
+        self._routes: dict[str, Callable[[HttpConnection, dict[str, str]], None]] = {
+            "search": self._search,
+            "histogram": self._histogram,
+            "record": self._record,
+            "context": self._context,
+            "facets": self._facets,
+        }
+        self.requests = 0
+
+    def close(self) -> None:
+        """Close the live tails and the connections (at the service's stop)."""
+        for close in self.closers:
+            close()
+
+    @staticmethod
+    def claims(path: str) -> bool:
+        """Whether ``path`` is the console's (the operator port's router asks)."""
+        return path == "/" or path.startswith(("/static/", "/api/")) or path == "/favicon.ico"
+
+    # -- dispatch ----------------------------------------------------------------------------
+
+    def handle(self, conn: HttpConnection, req: Request) -> Response | None:
+        self.requests += 1
+        try:
+            denied = self._check_auth(req)
+            if denied is not None:
+                return denied
+            if req.method != "GET":
+                raise ApiError(405, f"{req.method} is not allowed here; the console only reads")
+            if req.path.startswith("/api/"):
+                return self._api(conn, req)
+            return self._static_file(req)
+        except ApiError as exc:
+            return _json(exc.status, exc.body)
+
+    def _check_auth(self, req: Request) -> Response | None:
+        if self.token is None:
+            if self.require_token:
+                return _json(
+                    403,
+                    {
+                        "error": "the console is reachable from other machines and has no token: "
+                        "start it with --console-token (or bind it to loopback)"
+                    },
+                )
+            return None
+        given = _bearer(req.headers.get("authorization", "")) or _cookie(
+            req.headers.get("cookie", ""), COOKIE
+        )
+        if given is not None and hmac.compare_digest(given.encode(), self.token.encode()):
+            return None
+        params = dict(parse_qsl(req.query, max_num_fields=MAX_PARAMS)) if req.path == "/" else {}
+        offered = params.pop("token", None)
+        if offered is not None and hmac.compare_digest(offered.encode(), self.token.encode()):
+            # The page's link carries the token once; the cookie carries it from then on, and
+            # the address bar no longer shows it.
+            cookie = f"{COOKIE}={self.token}; Path=/; HttpOnly; SameSite=Strict"
+            where = "/" + ("?" + urlencode(params) if params else "")
+            return Response(303, b"", "text/plain", [("Location", where), ("Set-Cookie", cookie)])
+        return _json(
+            401,
+            {"error": "this console needs its token: open /?token=TOKEN, or send Authorization: Bearer"},
+            [("WWW-Authenticate", 'Bearer realm="logsvc console"')],
+        )
+
+    def _api(self, conn: HttpConnection, req: Request) -> Response | None:
+        try:
+            pairs = parse_qsl(req.query, keep_blank_values=True, max_num_fields=MAX_PARAMS)
+        except ValueError:
+            raise ApiError(400, f"too many parameters (at most {MAX_PARAMS})") from None
+        params = dict(pairs)
+        route = self._routes.get(req.path[5:])
+        if route is not None:
+            route(conn, params)
+            return None  # answered once the statement has run
+        if req.path == "/api/tail" and self.tail is not None:
+            q = params.get("q", "")
+            _compile(q)  # a bad query is a 400 here, before the stream starts
+            err = self.tail(conn, req, q)
+            if err is not None:
+                raise err
+            return None
+        raise ApiError(404, f"no such API: {req.path[:100]}")
+
+    # -- running statements ------------------------------------------------------------------
+
+    def _run(
+        self,
+        conn: HttpConnection,
+        sql: str,
+        params: list[str | None],
+        answer: Callable[[list[Row]], Response],
+        regexes: tuple[int, ...] = (),
+    ) -> None:
+        def on_rows(rows: list[Row]) -> None:
+            try:
+                resp = answer(rows)
+            except ApiError as exc:
+                resp = _json(exc.status, exc.body)
+            conn.respond(resp)
+
+        def on_error(exc: StoreError) -> None:
+            conn.respond(db_error_response(exc, regexes))
+
+        if not self.db.submit(sql, params, on_rows, on_error):
+            raise ApiError(503, "the console is busy (too many queries waiting); retry in a moment")
+
+    def _range(self, params: dict[str, str]) -> tuple[_dt.datetime, _dt.datetime]:
+        now = self._now()
+        try:
+            until = parse_time(params["until"], now) if params.get("until") else now
+            since = parse_time(params["since"], now) if params.get("since") else until - DEFAULT_RANGE
+        except ConfigError as exc:
+            raise ApiError(400, str(exc)) from None
+        except OverflowError:
+            raise ApiError(400, "the time is out of range") from None
+        if since >= until:
+            raise ApiError(400, f"since ({since.isoformat()}) must be before until ({until.isoformat()})")
+        return since, until
+
+    def _where(
+        self, params: dict[str, str], ps: ql.Params
+    ) -> tuple[str, ql.Query, _dt.datetime, _dt.datetime]:
+        since, until = self._range(params)
+        lo, hi = ps.add(since.isoformat(), "timestamptz"), ps.add(until.isoformat(), "timestamptz")
+        query = _compile(params.get("q", ""), ps)
+        return f"created >= {lo} AND created < {hi} AND {query.sql}", query, since, until
+
+    # -- the routes --------------------------------------------------------------------------
+
+    def _search(self, conn: HttpConnection, params: dict[str, str]) -> None:
+        started = time.monotonic()
+        limit = _int_param(params, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+        ps = ql.Params()
+        where, query, _, _ = self._where(params, ps)
+        if params.get("cursor"):
+            c = parse_cursor(params["cursor"], "cursor")
+            where += _keyset("<", c, ps)
+        sql = (
+            f"SELECT {RECORD_JSON}, {_KEY_SQL} FROM {self.schema}.records WHERE {where} "
+            f"ORDER BY created DESC, seq DESC LIMIT {ps.add(limit + 1, 'bigint')}"
+        )
+
+        def answer(rows: list[Row]) -> Response:
+            more = len(rows) > limit
+            rows = rows[:limit]
+            nxt = str(_cursor_of(rows[-1], 1)) if more else None
+            took = round((time.monotonic() - started) * 1000, 1)
+            body = b'{"records":' + _json_array(rows) + b',"next":' + orjson.dumps(nxt)
+            return _raw(body + b',"took_ms":' + orjson.dumps(took) + b"}\n")
+
+        self._run(conn, sql, ps.values, answer, query.regex_positions)
+
+    def _histogram(self, conn: HttpConnection, params: dict[str, str]) -> None:
+        buckets = _int_param(params, "buckets", DEFAULT_BUCKETS, 1, MAX_BUCKETS)
+        ps = ql.Params()
+        where, query, since, until = self._where(params, ps)
+        span = (until - since).total_seconds()
+        step = max(1, math.ceil(span / buckets))
+        count = max(1, math.ceil(span / step))
+        lo = "$1::timestamptz"  # _where added since first
+        sql = (
+            f"SELECT floor(extract(epoch FROM created - {lo}) / {ps.add(step, 'bigint')})::bigint AS b, "
+            f"{_LEVEL_INDEX_SQL} AS l, count(*) FROM {self.schema}.records WHERE {where} GROUP BY 1, 2"
+        )
+
+        def answer(rows: list[Row]) -> Response:
+            counts = [[0] * len(LEVEL_NAMES) for _ in range(count)]
+            for b, lvl, n in rows:
+                assert b is not None and lvl is not None and n is not None
+                i = int(b)
+                if 0 <= i < count:
+                    counts[i][int(lvl)] += int(n)
+            out = [
+                {
+                    "t": (since + _dt.timedelta(seconds=i * step)).isoformat(),
+                    "counts": {name: c[j] for j, name in enumerate(LEVEL_NAMES) if c[j]},
+                    "total": sum(c),
+                }
+                for i, c in enumerate(counts)
+            ]
+            return _json(
+                200,
+                {
+                    "since": since.isoformat(),
+                    "until": until.isoformat(),
+                    "step_s": step,
+                    "levels": list(LEVEL_NAMES),
+                    "buckets": out,
+                },
+            )
+
+        self._run(conn, sql, ps.values, answer, query.regex_positions)
+
+    def _record(self, conn: HttpConnection, params: dict[str, str]) -> None:
+        ps = ql.Params()
+        cond = _id_condition(params.get("id", ""), ps)
+        sql = f"SELECT {RECORD_JSON} FROM {self.schema}.records WHERE {cond} LIMIT 1"
+
+        def answer(rows: list[Row]) -> Response:
+            if not rows or rows[0][0] is None:
+                raise ApiError(404, f"no record with id {params.get('id', '')[:80]!r}")
+            return _raw(rows[0][0] + b"\n")
+
+        self._run(conn, sql, ps.values, answer)
+
+    def _context(self, conn: HttpConnection, params: dict[str, str]) -> None:
+        by = params.get("by", "process")
+        if by not in ("process", "trace"):
+            raise ApiError(400, "by must be process or trace")
+        n = _int_param(params, "n", DEFAULT_CONTEXT, 1, MAX_CONTEXT)
+        cursors = {side: parse_cursor(params[side], side) for side in ("before", "after") if params.get(side)}
+        # With a cursor, only that side is loaded ("load more"); without, both around the anchor.
+        sides = tuple(cursors) or ("before", "after")
+        ps = ql.Params()
+        cond = _id_condition(params.get("id", ""), ps)
+        sql = (
+            f"SELECT {RECORD_JSON}, {_KEY_SQL}, process, peer, extra -> 'trace_id' "
+            f"FROM {self.schema}.records WHERE {cond} LIMIT 1"
+        )
+
+        def anchored(rows: list[Row]) -> Response | None:
+            if not rows:
+                raise ApiError(404, f"no record with id {params.get('id', '')[:80]!r}")
+            row = rows[0]
+            assert row[0] is not None
+            anchor = _cursor_of(row, 1)
+            same = ql.Params()
+            if by == "process":
+                process, peer = row[3], row[4]
+                if process is None:
+                    raise ApiError(400, "this record has no process id: try by=trace")
+                match = f"process = {same.add(process.decode(), 'bigint')} AND " + (
+                    f"peer LIKE {same.add(_host_like(peer.decode()), 'text')}"
+                    if peer is not None
+                    else "peer IS NULL"
+                )
+            else:
+                trace = row[5]
+                if trace is None or trace == b"null":
+                    raise ApiError(400, "this record has no trace_id in its extra fields: try by=process")
+                match = f"extra -> 'trace_id' = {same.add(trace.decode(), 'jsonb')}"
+            result: dict[str, Any] = {"anchor": row[0]}
+            self._context_sides(conn, sides, cursors, anchor, match, same, n, row[0], result)
+            return None
+
+        def on_rows(rows: list[Row]) -> None:
+            try:
+                resp = anchored(rows)
+            except ApiError as exc:
+                resp = _json(exc.status, exc.body)
+            if resp is not None:
+                conn.respond(resp)
+
+        if not self.db.submit(sql, ps.values, on_rows, lambda exc: conn.respond(db_error_response(exc, ()))):
+            raise ApiError(503, "the console is busy (too many queries waiting); retry in a moment")
+
+    def _context_sides(
+        self,
+        conn: HttpConnection,
+        sides: tuple[str, ...],
+        cursors: dict[str, Cursor],
+        anchor: Cursor,
+        match: str,
+        same: ql.Params,
+        n: int,
+        anchor_json: bytes,
+        result: dict[str, Any],
+    ) -> None:
+        lists: dict[str, bytes] = {"before": b"[]", "after": b"[]"}
+        nexts: dict[str, str | None] = {"before": None, "after": None}
+        waiting = set(sides)
+        failed: list[Response] = []
+
+        def finish() -> None:
+            if failed:
+                conn.respond(failed[0])
+                return
+            body = (
+                b'{"anchor":' + anchor_json + b',"before":' + lists["before"] + b',"after":' + lists["after"]
+                + b',"before_next":' + orjson.dumps(nexts["before"])
+                + b',"after_next":' + orjson.dumps(nexts["after"]) + b"}\n"
+            )  # fmt: skip
+            conn.respond(_raw(body))
+
+        for side in sides:
+            ps = ql.Params(list(same.values))
+            start = cursors.get(side, anchor)
+            older = side == "before"
+            t = f"(TIMESTAMPTZ 'epoch' + {ps.add(start.micros, 'bigint')} * INTERVAL '1 microsecond')"
+            window = (
+                f"created >= {t} - INTERVAL '{CONTEXT_WINDOW}'"
+                if older
+                else f"created <= {t} + INTERVAL '{CONTEXT_WINDOW}'"
+            )
+            sql = (
+                f"SELECT {RECORD_JSON}, {_KEY_SQL} FROM {self.schema}.records WHERE {match} AND {window}"
+                f"{_keyset('<' if older else '>', start, ps)} "
+                f"ORDER BY created {'DESC' if older else 'ASC'}, seq {'DESC' if older else 'ASC'} "
+                f"LIMIT {ps.add(n + 1, 'bigint')}"
+            )
+
+            def got(rows: list[Row], side: str = side, older: bool = older) -> None:
+                more = len(rows) > n
+                rows = rows[:n]
+                nexts[side] = str(_cursor_of(rows[-1], 1)) if more else None
+                if older:
+                    rows.reverse()  # older first, the nearest last
+                lists[side] = _json_array(rows)
+                waiting.discard(side)
+                if not waiting:
+                    finish()
+
+            def err(exc: StoreError, side: str = side) -> None:
+                failed.append(db_error_response(exc, ()))
+                waiting.discard(side)
+                if not waiting:
+                    finish()
+
+            if not self.db.submit(sql, ps.values, got, err):
+                err(StoreError("the console is busy (too many queries waiting)", reason="busy"))
+
+    def _facets(self, conn: HttpConnection, params: dict[str, str]) -> None:
+        ps = ql.Params()
+        where, query, _, _ = self._where(params, ps)
+        s = self.schema
+        sql = f"""
+WITH s AS (SELECT levelname, levelno, logger, peer, extra FROM {s}.records WHERE {where}
+           ORDER BY created DESC LIMIT {FACET_SAMPLE}),
+keys AS (SELECT k FROM s, jsonb_object_keys(CASE WHEN jsonb_typeof(extra) = 'object' THEN extra END) k
+         GROUP BY k ORDER BY count(*) DESC, k LIMIT {FACET_MAX_EXTRA_KEYS}),
+g AS (
+    SELECT 'level' AS f, coalesce(levelname, levelno::text) AS v, count(*) AS n FROM s GROUP BY 2
+    UNION ALL SELECT 'logger', logger, count(*) FROM s GROUP BY 2
+    UNION ALL SELECT 'host', {_HOST_SQL}, count(*) FROM s GROUP BY 2
+    UNION ALL SELECT 'extra.' || e.key, left(e.value #>> '{{}}', {FACET_VALUE_CHARS}), count(*)
+        FROM s, jsonb_each(CASE WHEN jsonb_typeof(extra) = 'object' THEN extra END) e
+        WHERE e.key IN (SELECT k FROM keys) GROUP BY 1, 2
+),
+r AS (SELECT f, v, n, count(*) OVER w AS d, sum(n) OVER w AS total,
+             row_number() OVER (PARTITION BY f ORDER BY n DESC, v) AS k
+      FROM g WHERE v IS NOT NULL WINDOW w AS (PARTITION BY f))
+SELECT f, v, n, d, total, (SELECT count(*) FROM s) FROM r WHERE k <= {FACET_TOP} ORDER BY f, k"""
+
+        def answer(rows: list[Row]) -> Response:
+            fields: dict[str, dict[str, Any]] = {}
+            sample = 0
+            for f, v, n, d, total, size in rows:
+                assert f is not None and n is not None and d is not None and total is not None
+                sample = int(size or 0)
+                name = f.decode()
+                entry = fields.setdefault(
+                    name,
+                    {
+                        "name": name,
+                        "values": [],
+                        "distinct": int(d),
+                        "high_cardinality": int(d) > HIGH_CARDINALITY,
+                        "count": int(total),
+                    },
+                )
+                entry["values"].append({"value": None if v is None else v.decode(), "count": int(n)})
+            order = {"level": 0, "logger": 1, "host": 2}
+            out = sorted(fields.values(), key=lambda e: (order.get(e["name"], 3), -e["count"], e["name"]))
+            return _json(200, {"fields": out, "sample": sample, "sampled": sample >= FACET_SAMPLE})
+
+        self._run(conn, sql, ps.values, answer, query.regex_positions)
+
+    # -- static files ------------------------------------------------------------------------
+
+    def _static_file(self, req: Request) -> Response:
+        if req.path == "/":
+            rel = "index.html"
+        elif req.path == "/favicon.ico":
+            raise ApiError(404, "no favicon")
+        else:
+            rel = unquote(req.path[len("/static/") :])
+        if not _STATIC_PATH.match(rel) or ".." in rel.split("/"):
+            raise ApiError(404, "no such file")
+        path = self.static_dir / rel
+        try:
+            st = path.stat()
+            root = self.static_dir.resolve()
+            if not path.resolve().is_relative_to(root) or not path.is_file() or st.st_size > MAX_STATIC_BYTES:
+                raise ApiError(404, "no such file")
+            cached = self._static.get(rel)
+            if cached is None or cached[0] != st.st_mtime_ns or cached[1] != st.st_size:
+                # A small file of our own package, read once (then kept until it changes).
+                body = path.read_bytes()
+                cached = (st.st_mtime_ns, st.st_size, body, '"' + hashlib.sha256(body).hexdigest()[:32] + '"')
+                self._static[rel] = cached
+        except OSError:
+            raise ApiError(404, "no such file") from None
+        _, _, body, etag = cached
+        ctype = _CONTENT_TYPES.get(path.suffix.lower(), "application/octet-stream")
+        headers = [("ETag", etag), ("Cache-Control", "no-cache"), *SECURITY_HEADERS]
+        if ctype.startswith("text/html"):
+            headers.append(("Content-Security-Policy", CSP))
+        if req.headers.get("if-none-match") == etag:
+            return Response(304, b"", ctype, headers)
+        return Response(200, body, ctype, headers)
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def _compile(q: str, ps: ql.Params | None = None) -> ql.Query:
+    try:
+        return ql.compile_query(q, ps)
+    except ql.QueryError as exc:
+        raise ApiError(400, exc.message, position=exc.position) from None
+
+
+def _keyset(op: str, c: Cursor, ps: ql.Params) -> str:
+    t = f"(TIMESTAMPTZ 'epoch' + {ps.add(c.micros, 'bigint')} * INTERVAL '1 microsecond')"
+    bound = "<=" if op == "<" else ">="
+    return f" AND created {bound} {t} AND (created, seq) {op} ({t}, {ps.add(c.seq, 'bigint')})"
+
+
+def _id_condition(text: str, ps: ql.Params) -> str:
+    m = _ID.match(text)
+    if m is None:
+        raise ApiError(400, "id must be <journal uuid hex>:<seq> (or -:<seq>), as the records carry it")
+    seq = ps.add(int(m.group(2)), "bigint")
+    if m.group(1) == "-":
+        return f"journal IS NULL AND seq = {seq}"
+    return f"journal = {ps.add(m.group(1), 'uuid')} AND seq = {seq}"
+
+
+def _host_like(peer: str) -> str:
+    host = peer.rsplit(":", 1)[0] if ":" in peer else peer
+    return ql.like_escape(host) + ":%"
+
+
+def _int_param(params: dict[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    text = params.get(name)
+    if not text:
+        return default
+    if not text.isdigit() or len(text) > 9:
+        raise ApiError(400, f"{name} must be a whole number from {lo} to {hi}")
+    return max(lo, min(hi, int(text)))
+
+
+def _json_array(rows: list[Row]) -> bytes:
+    return b"[" + b",".join(r[0] for r in rows if r[0] is not None) + b"]"
+
+
+def _json(status: int, value: object, headers: list[tuple[str, str]] | None = None) -> Response:
+    return Response.json(status, value, [("Cache-Control", "no-store"), *SECURITY_HEADERS, *(headers or [])])
+
+
+def _raw(body: bytes) -> Response:
+    return Response(200, body, "application/json", [("Cache-Control", "no-store"), *SECURITY_HEADERS])
+
+
+def db_error_response(exc: StoreError, regexes: tuple[int, ...] = ()) -> Response:
+    """The answer to a statement that failed: 400 for the user's mistakes, else 500 or 503."""
+    if isinstance(exc, PgError):
+        state = exc.sqlstate or ""
+        primary = exc.primary or str(exc)
+        if state == "2201B":  # invalid_regular_expression
+            return _json(
+                400,
+                {"error": f"invalid regular expression: {primary}", "position": regexes[0] if regexes else 0},
+            )
+        if state == "57014":  # query_canceled: the statement_timeout
+            return _json(
+                503,
+                {"error": "the query took too long and was cancelled: narrow the time range or the query"},
+                [("Retry-After", "1")],
+            )
+        if state in ("42P01", "3F000"):  # no table, no schema
+            return _json(503, {"error": f"no logsvc records there yet: {primary}"}, [("Retry-After", "5")])
+        if state.startswith("22"):  # a value PostgreSQL cannot take (a date out of range, ...)
+            return _json(400, {"error": primary})
+        if exc.reason == "rejected":
+            log.warning("Console query failed: %s", exc)
+            return _json(500, {"error": f"the query failed: {primary}"})
+    if exc.reason == "busy":
+        return _json(503, {"error": str(exc)}, [("Retry-After", "1")])
+    return _json(503, {"error": f"PostgreSQL is unreachable: {exc}"}, [("Retry-After", "1")])
+
+
+def _bearer(header: str) -> str | None:
+    scheme, _, value = header.strip().partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+
+def _cookie(header: str, name: str) -> str | None:
+    for part in header.split(";"):
+        k, sep, v = part.strip().partition("=")
+        if sep and k == name:
+            return v
+    return None

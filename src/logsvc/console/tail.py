@@ -1,0 +1,177 @@
+"""The console's live tail: ``GET /api/tail?q=`` as server-sent events.
+
+Theory of operation
+-------------------
+A subscriber is an HTTP connection turned into an event stream (``HttpConnection.
+start_stream``) plus a cursor: the newest ``stored`` time it has been sent. One timer
+(every ``POLL_S`` while anyone subscribes) asks, for each subscriber whose previous look has
+finished, for the rows stored after its cursor that match its query, the newest
+``MAX_PER_POLL`` of them and how many there were::
+
+    SELECT <record json>, stored, count(*) OVER () FROM records
+    WHERE stored > $cursor AND <query> ORDER BY stored DESC, seq DESC LIMIT $n
+
+They are sent oldest first as ``event: records``; when there were more (over
+``MAX_PER_POLL / POLL_S`` records a second), ``event: skipped`` says how many were left out.
+Polling rather than LISTEN: it works the same against a read replica (``logsvc console``),
+where notifications are not delivered, and ``stored`` has a BRIN index, so a look at the
+last half second is a few pages. ``stored`` is the start time of the batch's transaction;
+one service's batches commit in that order, so ``stored > cursor`` misses nothing. With
+several services shipping into one schema, a batch that started before and committed after
+another's may be missed by the tail (never by a search).
+
+Bounds: ``MAX_CLIENTS`` subscribers (more get 503); a subscriber's unsent bytes over
+``MAX_BUFFER_BYTES`` (a browser that stopped reading) make its records counted as skipped
+instead of queued; a ``: keepalive`` comment every ``KEEPALIVE_S`` keeps proxies from
+closing an idle stream, and a write to a client that went away closes it.
+"""
+
+# Copyright (c) logsvc developers
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import orjson
+
+from logsvc.console import query_lang as ql
+from logsvc.console.api import RECORD_JSON, SECURITY_HEADERS, ApiError, db_error_response
+from logsvc.console.db import ConsoleDb, Row
+from logsvc.errors import StoreError
+from logsvc.ingest.http import HttpConnection, Request
+from logsvc.loop import Reactor, Timer
+
+POLL_S = 0.5
+MAX_PER_POLL = 100
+MAX_CLIENTS = 8
+MAX_BUFFER_BYTES = 256 << 10
+KEEPALIVE_S = 15.0
+
+
+@dataclass(slots=True)
+class _Subscriber:
+    conn: HttpConnection
+    where: str
+    params: list[str | None]
+    cursor: str  # the newest stored time sent, as PostgreSQL printed it
+    last_sent: float
+    busy: bool = False
+    skipped: int = 0
+
+
+class Tail:
+    """Live-tail subscribers of one console, polled together."""
+
+    def __init__(
+        self,
+        reactor: Reactor,
+        db: ConsoleDb,
+        schema: str,
+        *,
+        poll_s: float = POLL_S,
+        max_per_poll: int = MAX_PER_POLL,
+        max_clients: int = MAX_CLIENTS,
+        keepalive_s: float = KEEPALIVE_S,
+    ) -> None:
+        self._reactor = reactor
+        self._db = db
+        self._schema = schema
+        self._poll_s = poll_s
+        self._max = max_per_poll
+        self._max_clients = max_clients
+        self._keepalive_s = keepalive_s
+        self._subs: list[_Subscriber] = []
+        self._starting = 0
+        self._timer: Timer | None = None
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subs)
+
+    def subscribe(self, conn: HttpConnection, req: Request, q: str) -> ApiError | None:
+        """Start the stream for ``conn``; an ``ApiError`` to answer instead when it cannot."""
+        if len(self._subs) + self._starting >= self._max_clients:
+            return ApiError(503, f"too many live tails open (at most {self._max_clients}); close one")
+        ps = ql.Params()
+        ps.add(None, "timestamptz")  # $1: the cursor, filled at each look
+        query = ql.compile_query(q, ps)  # checked by the caller already
+        self._starting += 1
+
+        def started(rows: list[Row]) -> None:
+            self._starting -= 1
+            now = rows[0][0] if rows and rows[0][0] is not None else None
+            if now is None or conn.closed:
+                return
+            headers = [("Cache-Control", "no-store"), ("X-Accel-Buffering", "no"), *SECURITY_HEADERS]
+            conn.start_stream(200, "text/event-stream; charset=utf-8", headers)
+            conn.send_stream(b"retry: 2000\n: live tail started\n\n")
+            self._subs.append(_Subscriber(conn, query.sql, ps.values, now.decode(), time.monotonic()))
+            if self._timer is None:
+                self._timer = self._reactor.call_later(self._poll_s, self._tick)
+
+        def failed(exc: StoreError) -> None:
+            self._starting -= 1
+            conn.respond(db_error_response(exc))
+
+        if not self._db.submit("SELECT now()", [], started, failed):
+            self._starting -= 1
+            return ApiError(503, "the console is busy (too many queries waiting); retry in a moment")
+        return None
+
+    def close(self) -> None:
+        self._reactor.cancel(self._timer)
+        self._timer = None
+        for sub in self._subs:
+            sub.conn.close("shutdown")
+        self._subs.clear()
+
+    # -- polling ---------------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        self._timer = None
+        self._subs = [s for s in self._subs if not s.conn.closed]
+        now = time.monotonic()
+        for sub in self._subs:
+            if now - sub.last_sent >= self._keepalive_s and sub.conn.buffered_bytes < MAX_BUFFER_BYTES:
+                sub.conn.send_stream(b": keepalive\n\n")
+                sub.last_sent = now
+            if not sub.busy:
+                self._look(sub)
+        if self._subs:
+            self._timer = self._reactor.call_later(self._poll_s, self._tick)
+
+    def _look(self, sub: _Subscriber) -> None:
+        params = [sub.cursor, *sub.params[1:]]
+        sql = (
+            f"SELECT {RECORD_JSON}, stored, count(*) OVER () FROM {self._schema}.records "
+            f"WHERE stored > $1::timestamptz AND {sub.where} ORDER BY stored DESC, seq DESC LIMIT {self._max}"
+        )
+
+        def got(rows: list[Row]) -> None:
+            sub.busy = False
+            if not rows or sub.conn.closed:
+                return
+            newest = rows[0][1]
+            assert newest is not None
+            sub.cursor = newest.decode()
+            total = int(rows[0][2] or 0)
+            sub.skipped += total - len(rows)
+            if sub.conn.buffered_bytes >= MAX_BUFFER_BYTES:
+                sub.skipped += len(rows)  # the browser is not reading: do not pile up more
+                return
+            out = b""
+            if sub.skipped:
+                out += b"event: skipped\ndata: " + orjson.dumps({"count": sub.skipped}) + b"\n\n"
+                sub.skipped = 0
+            records = b",".join(r[0] for r in reversed(rows) if r[0] is not None)
+            out += b"event: records\ndata: [" + records + b"]\n\n"
+            sub.conn.send_stream(out)
+            sub.last_sent = time.monotonic()
+
+        def failed(exc: StoreError) -> None:
+            sub.busy = False  # tried again at the next tick
+
+        sub.busy = True
+        if not self._db.submit(sql, params, got, failed):
+            sub.busy = False
