@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copyreg
 import io
+import logging
 import pickle
 import struct
 import time
@@ -450,3 +451,15 @@ def test_random_opcode_soup_yields_dict_or_protocol_error(snippets: list[bytes])
     result = parse(body)
     if not isinstance(result, ProtocolError):
         assert all(type(k) is str for k in result)
+
+
+@given(st.lists(st.integers(min_value=0, max_value=pickle.HIGHEST_PROTOCOL), min_size=2, max_size=8))
+def test_frames_of_any_protocol_in_any_order_on_one_connection(protocols: list[int]) -> None:
+    # Protocol 4 and 5 number their memo entries from the unpickler's memo length (MEMOIZE);
+    # an unpickler reused from an earlier frame made their GETs miss: "Memo value not found".
+    fmt = PickleFormat()
+    for i, proto in enumerate(protocols):
+        d = dict(logging.makeLogRecord({"msg": f"m{i}", "args": (i, "x"), "run": "r"}).__dict__)
+        d["exc_info"] = None
+        got = fmt.parse(pickle.dumps(d, proto))
+        assert got["msg"] == f"m{i}" and tuple(got["args"]) == (i, "x")

@@ -725,10 +725,17 @@ class PickleFormat:
                 return self._normalize(obj)
             return obj  # type: ignore[no-any-return]
         memo_size, plain = _scan(frame)
-        unpickler = self._unpickler
         reader = self._reader
+        # Protocol 4 and 5 frames get an unpickler of their own: their MEMOIZE numbers memo
+        # entries from the C unpickler's memo length, which memo.clear() does not reset (and
+        # assigning a fresh memo crashes CPython 3.11), so on a reused unpickler their GETs
+        # miss ("Memo value not found"). The stock SocketHandler pickles with protocol 1.
+        fresh = frame[1:2] >= b"\x04"
+        unpickler = None if fresh else self._unpickler
         if unpickler is None:
-            unpickler = self._unpickler = RestrictedUnpickler(reader)
+            unpickler = RestrictedUnpickler(reader)
+            if not fresh:
+                self._unpickler = unpickler
         reader.data = frame
         reader.pos = 0
         unpickler.new_classes_left = _MAX_NEW_PLACEHOLDERS_PER_FRAME
