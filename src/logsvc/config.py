@@ -294,6 +294,13 @@ OPTIONS: tuple[Option, ...] = (
         "HTTP address for /metrics, /healthz and /readyz only (logsvc stats reads it); --metrics= for none",
         "HOST:PORT",
     ),
+    Option(
+        "console_token",
+        str,
+        "token the web console on the --metrics address asks for (Authorization: Bearer TOKEN, or open "
+        "/?token=TOKEN once); without it the console answers only on a loopback address",
+        "TOKEN",
+    ),
     Option("http_max_body_bytes", parse_size, "largest HTTP request body accepted (413 past it)", "SIZE"),
     Option("tls_cert", parse_file, "PEM certificate chain of the TLS listeners", "FILE"),
     Option("tls_key", parse_file, "PEM private key of --tls-cert", "FILE"),
@@ -432,6 +439,7 @@ class Settings:
     # Loopback only by default: the figures are for the operator on this machine (and
     # Prometheus is told to scrape another address on purpose).
     metrics: tuple[str, int] | None = ("127.0.0.1", 5080)
+    console_token: str | None = None
     http_max_body_bytes: int = 16 << 20
     tls_cert: Path | None = None
     tls_key: Path | None = None

@@ -35,6 +35,8 @@ from pathlib import Path
 from logsvc import loop as _loop
 from logsvc import ops
 from logsvc.config import Settings
+from logsvc.console import Console
+from logsvc.console import build as build_console
 from logsvc.ingest.app import HttpApp
 from logsvc.ingest.intake import Intake
 from logsvc.journal import Journal
@@ -107,7 +109,14 @@ class Server:
         )
         writer.on_appended = sink.notify_appended
         registry = ops.make_registry(m, self.figures)
-        app = HttpApp(writer, m, registry, self.figures, lambda: self.stopping, r, st.assume_timezone)
+        console = None
+        if st.metrics is not None:  # the web console, on the operator port (logsvc.console)
+            host, token, timeout = st.metrics[0], st.console_token, st.pg_timeout
+            console = build_console(r, self.conninfo, st.schema, host=host, token=token, pg_timeout=timeout)
+        app = HttpApp(
+            writer, m, registry, self.figures, lambda: self.stopping, r, st.assume_timezone,
+            console=None if console is None else console.handle, console_claims=Console.claims,
+        )  # fmt: skip
         self.intake = Intake(r, writer, m, st, app.for_listener, max_connections)
         self.intake.bind_all()
         r.add_before_poll(writer.flush)

@@ -101,8 +101,13 @@ class HttpApp:
         stopping: Callable[[], bool],
         reactor: Reactor,
         tz: datetime.tzinfo = datetime.UTC,
+        console: App | None = None,
+        console_claims: Callable[[str], bool] = lambda path: False,
     ) -> None:
         self._reactor = reactor
+        # The web console (logsvc.console) answers its paths on the operator port.
+        self._console = console
+        self._console_claims = console_claims
         self._tz = tz  # --assume-timezone: for times sent without a zone
         self._gelf = JsonFormat(tz, "gelf")  # holds no state between records
         self._writer = writer
@@ -116,6 +121,11 @@ class HttpApp:
         return lambda conn, req: self._route(config.kind, json, conn, req)
 
     def _route(self, kind: str, json: JsonFormat, conn: HttpConnection, req: Request) -> Response | None:
+        if kind == "metrics" and self._console is not None and self._console_claims(req.path):
+            resp = self._console(conn, req)
+            if resp is not None:
+                self._metrics.http_requests["/console", resp.status] += 1
+            return resp
         path = req.path if req.path in _PATHS else "other"
         if req.path == "/ingest" and kind == "http":
             resp = self._ingest(conn, req, json.shape)

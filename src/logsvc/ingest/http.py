@@ -80,6 +80,7 @@ class HttpConnection:
         "_h11",
         "_out",
         "_request",
+        "_streaming",
         "_waiting",
         "app",
         "closed",
@@ -118,6 +119,7 @@ class HttpConnection:
         self._request: h11.Request | None = None
         self._body = bytearray()
         self._waiting = False  # the app will answer later
+        self._streaming = False  # a response body is being sent piecemeal (server-sent events)
 
     def start(self) -> None:
         self.reactor.register(self.fd, _EV, self._on_events)
@@ -129,6 +131,9 @@ class HttpConnection:
         if self.closed:
             return
         if self._out and not self._flush():
+            return
+        if self._streaming:
+            self._read_while_streaming()
             return
         self._read()
 
@@ -242,6 +247,57 @@ class HttpConnection:
             return
         if self._flush():
             self.reactor.call_soon(lambda: self._on_events(0))  # a pipelined request may wait
+
+    # -- streaming (server-sent events: the console's live tail) -----------------------------
+
+    def start_stream(self, status: int, content_type: str, headers: list[tuple[str, str]]) -> None:
+        """Answer the current request with a body of unknown length, sent by ``send_stream``.
+
+        h11 frames it chunked (or until close for an HTTP/1.0 client). While streaming, bytes
+        the client sends are read and dropped, so its going away is noticed at once.
+        """
+        if self.closed:
+            return
+        self._streaming = True
+        head = [("Content-Type", content_type), ("Server", "logsvc"), *headers]
+        try:
+            self._out += self._h11.send(h11.Response(status_code=status, headers=head))
+        except h11.LocalProtocolError:
+            self.close("error")
+            return
+        self._flush()
+
+    def send_stream(self, data: bytes) -> None:
+        """Queue and send a piece of the streamed body (see ``buffered_bytes`` for backpressure)."""
+        if self.closed or not self._streaming:
+            return
+        try:
+            self._out += self._h11.send(h11.Data(data=data))
+        except h11.LocalProtocolError:
+            self.close("error")
+            return
+        self._flush()
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes queued for the client and not yet taken by the kernel."""
+        return len(self._out)
+
+    def _read_while_streaming(self) -> None:
+        nread = 0
+        while nread < READ_BUDGET_BYTES:
+            try:
+                data = self.sock.recv(RECV_CHUNK_BYTES)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self.close("reset" if exc.errno in _QUIET_ERRNOS else "error")
+                return
+            if not data:
+                self.close("eof")
+                return
+            nread += len(data)
+        self.reactor.call_soon(lambda: self._on_events(0))
 
     def _flush(self) -> bool:
         """Send what is queued; False if the connection was closed (done, or broken)."""

@@ -1,0 +1,309 @@
+"""The console's API against a real ``serve`` and a real PostgreSQL, records sent by stock handlers.
+
+One service for the module (its own schema), records sent once through ``SocketHandler``;
+each test reads them through the operator port the way the page does.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import logging.handlers
+import re
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import psycopg
+import pytest
+
+from tests.helpers import Service, wait_for
+
+HOSTILE = [
+    "<script>alert(1)</script>",
+    "javascript:alert(document.cookie)",
+    "\x1b[31mred\x1b[0m and \u2028 line separator",
+]
+
+
+@pytest.fixture(scope="module")
+def svc(dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service, int]]:
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    service = Service(tmp_path_factory.mktemp("console"), dsn, schema).start()
+    m = re.search(r"Listening on 127\.0\.0\.1:(\d+) \(HTTP: /metrics", service.log())
+    assert m is not None
+    try:
+        send_records(service.port)
+        service.wait_rows(8 + len(HOSTILE), "seq", "true")
+        yield service, int(m.group(1))
+    finally:
+        service.stop()
+        with psycopg.connect(dsn, autocommit=True) as c:
+            c.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+def send_records(port: int) -> None:
+    handler = logging.handlers.SocketHandler("127.0.0.1", port)
+    db = logging.getLogger("capp.db")
+    web = logging.getLogger("capp.web")
+    other = logging.getLogger("cappother")
+    for lg in (db, web, other):
+        lg.addHandler(handler)
+        lg.setLevel(logging.DEBUG)
+        lg.propagate = False
+    try:
+        db.info("connected to primary", extra={"trace_id": 17, "run_id": "abc"})
+        db.warning("slow query took 1200 ms", extra={"trace_id": 17, "duration_ms": 1200})
+        web.error("request failed: timeout", extra={"trace_id": "t-9", "status": 504})
+        web.info("request ok", extra={"trace_id": 17, "status": 200})
+        other.debug("100% done_ok")
+        other.critical("disk full")
+        db.info("reconnect", extra={"trace_id": 18})
+        web.info("bye")
+        for text in HOSTILE:
+            other.info(text, extra={"hostile": text})
+    finally:
+        for lg in (db, web, other):
+            lg.removeHandler(handler)
+        handler.close()
+
+
+def get(port: int, path: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+def api(port: int, route: str, **params: Any) -> tuple[int, Any]:
+    status, _, body = get(port, f"/api/{route}?{urlencode(params)}")
+    return status, json.loads(body)
+
+
+# -- search --------------------------------------------------------------------------------
+
+
+def test_search_newest_first_with_cli_field_names_and_ids(svc: tuple[Service, int]) -> None:
+    _, port = svc
+    status, body = api(port, "search", q="logger:capp.db")
+    assert status == 200, body
+    msgs = [r["message"] for r in body["records"]]
+    assert msgs == ["reconnect", "slow query took 1200 ms", "connected to primary"]
+    rec = body["records"][-1]
+    assert rec["extra"] == {"trace_id": 17, "run_id": "abc"}
+    assert rec["levelname"] == "INFO" and rec["logger"] == "capp.db"
+    assert re.fullmatch(r"[0-9a-f]{32}:\d+", rec["id"])
+    assert re.search(r"[+-]\d\d:\d\d$", rec["created"])
+    assert {"seq", "created", "received", "stored", "func", "process", "peer", "exc_text"} <= rec.keys()
+    assert body["next"] is None and isinstance(body["took_ms"], float | int)
+
+
+def test_search_filters(svc: tuple[Service, int]) -> None:
+    _, port = svc
+
+    def messages(q: str) -> list[str]:
+        status, body = api(port, "search", q=q)
+        assert status == 200, (q, body)
+        return sorted(r["message"] for r in body["records"])
+
+    assert messages("level>=error -hostile:*") == ["disk full", "request failed: timeout"]
+    assert messages("trace_id:17 status:200") == ["request ok"]
+    assert messages('trace_id:"t-9"') == ["request failed: timeout"]
+    assert messages('"100% done"') == ["100% done_ok"]
+    assert messages("TIMEOUT OR disk") == ["disk full", "request failed: timeout"]
+    assert messages('message~"^slow .* [0-9]+ ms$"') == ["slow query took 1200 ms"]
+    assert messages("duration_ms>1000") == ["slow query took 1200 ms"]
+    assert messages("logger:capp -logger:capp.web") == [
+        "connected to primary",
+        "reconnect",
+        "slow query took 1200 ms",
+    ]
+
+
+def test_search_pages_by_cursor_without_gaps_or_repeats(svc: tuple[Service, int]) -> None:
+    _, port = svc
+    status, whole = api(port, "search", limit=100)
+    assert status == 200
+    seen: list[str] = []
+    cursor = None
+    for _ in range(20):
+        params: dict[str, Any] = {"limit": 3}
+        if cursor:
+            params["cursor"] = cursor
+        status, page = api(port, "search", **params)
+        assert status == 200, page
+        seen += [r["id"] for r in page["records"]]
+        cursor = page["next"]
+        if cursor is None:
+            break
+    assert seen == [r["id"] for r in whole["records"]]
+    assert len(seen) == 8 + len(HOSTILE)
+
+
+def test_hostile_text_comes_back_as_json_strings_unchanged(svc: tuple[Service, int]) -> None:
+    _, port = svc
+    status, headers, raw = get(port, "/api/search?" + urlencode({"q": "hostile:*"}))
+    assert status == 200
+    assert headers["content-type"] == "application/json"
+    assert headers["x-content-type-options"] == "nosniff"
+    body = json.loads(raw)
+    assert sorted(r["message"] for r in body["records"]) == sorted(HOSTILE)
+    assert sorted(r["extra"]["hostile"] for r in body["records"]) == sorted(HOSTILE)
+    assert b"\x1b" not in raw and b"\n" not in raw.rstrip(b"\n")  # escaped inside the strings
+
+
+def test_bad_queries_are_400_with_the_position(svc: tuple[Service, int]) -> None:
+    _, port = svc
+    status, body = api(port, "search", q='error "unclosed')
+    assert status == 400 and body["position"] == 6 and "never closed" in body["error"]
+    status, body = api(port, "search", q='x message~"(unclosed"')
+    assert status == 400 and body["position"] == 10 and "regular expression" in body["error"]
+    status, body = api(port, "histogram", q="level>=loud")
+    assert status == 400 and body["position"] == 7
+    bad: list[dict[str, str]] = [{"since": "yesterday"}, {"limit": "x"}, {"cursor": "nope"}]
+    for params in [*bad, {"since": "1h", "until": "2h"}]:
+        status, body = api(port, "search", **params)
+        assert status == 400 and body["error"], params
+    assert api(port, "nothing")[0] == 404
+
+
+# -- histogram, record, context, facets ----------------------------------------------------
+
+
+def test_histogram_counts_by_level_over_the_whole_range(svc: tuple[Service, int]) -> None:
+    _, port = svc
+    status, body = api(port, "histogram", since="1h", buckets=12)
+    assert status == 200, body
+    assert body["step_s"] == 300 and len(body["buckets"]) == 12
+    assert body["levels"] == ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+    totals: dict[str, int] = {}
+    for b in body["buckets"]:
+        for level, n in b["counts"].items():
+            totals[level] = totals.get(level, 0) + n
+    assert totals == {"DEBUG": 1, "INFO": 4 + len(HOSTILE), "WARNING": 1, "ERROR": 1, "CRITICAL": 1}
+    assert all(re.search(r"[+-]\d\d:\d\d$", b["t"]) for b in body["buckets"])
+
+
+def _id_of(port: int, q: str) -> str:
+    status, body = api(port, "search", q=q)
+    assert status == 200 and len(body["records"]) == 1, body
+    return str(body["records"][0]["id"])
+
+
+def test_record_by_id(svc: tuple[Service, int]) -> None:
+    _, port = svc
+    rid = _id_of(port, "disk")
+    status, rec = api(port, "record", id=rid)
+    assert status == 200 and rec["message"] == "disk full" and rec["id"] == rid
+    assert api(port, "record", id="0" * 32 + ":1")[0] == 404
+    assert api(port, "record", id="nope")[0] == 400
+
+
+def test_context_by_trace_and_by_process_with_load_more(svc: tuple[Service, int]) -> None:
+    _, port = svc
+    rid = _id_of(port, "slow")
+    status, body = api(port, "context", id=rid, by="trace", n=20)
+    assert status == 200, body
+    assert body["anchor"]["message"] == "slow query took 1200 ms"
+    assert [r["message"] for r in body["before"]] == ["connected to primary"]
+    assert [r["message"] for r in body["after"]] == ["request ok"]
+    assert body["before_next"] is None and body["after_next"] is None
+
+    status, body = api(port, "context", id=rid, by="process", n=2)
+    assert status == 200, body
+    assert [r["message"] for r in body["before"]] == ["connected to primary"]
+    assert [r["message"] for r in body["after"]] == ["request failed: timeout", "request ok"]
+    assert body["after_next"] is not None
+    status, more = api(port, "context", id=rid, by="process", n=2, after=body["after_next"])
+    assert status == 200, more
+    assert [r["message"] for r in more["after"]] == ["100% done_ok", "disk full"]
+    assert more["before"] == []
+
+    status, body = api(port, "context", id=_id_of(port, "disk"), by="trace")
+    assert status == 400 and "trace_id" in body["error"]
+
+
+def test_facets_top_values_and_extra_keys(svc: tuple[Service, int]) -> None:
+    _, port = svc
+    status, body = api(port, "facets", q="-hostile:*")
+    assert status == 200, body
+    fields = {f["name"]: f for f in body["fields"]}
+    assert [f["name"] for f in body["fields"]][:3] == ["level", "logger", "host"]
+    assert {v["value"]: v["count"] for v in fields["logger"]["values"]} == {
+        "capp.db": 3,
+        "capp.web": 3,
+        "cappother": 2,
+    }
+    assert fields["host"]["values"] == [{"value": "127.0.0.1", "count": 8}]
+    traces = {v["value"]: v["count"] for v in fields["extra.trace_id"]["values"]}
+    assert traces == {"17": 3, "t-9": 1, "18": 1}
+    assert fields["extra.trace_id"]["distinct"] == 3 and not fields["extra.trace_id"]["high_cardinality"]
+
+
+# -- tail ----------------------------------------------------------------------------------
+
+
+def test_tail_streams_a_record_sent_after_subscribing(svc: tuple[Service, int]) -> None:
+    service, port = svc
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        sock.sendall(b"GET /api/tail?q=" + b"tailme" + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        buf = b""
+        deadline = time.monotonic() + 10
+        while b"live tail started" not in buf and time.monotonic() < deadline:
+            buf += sock.recv(65536)
+        assert buf.startswith(b"HTTP/1.1 200") and b"text/event-stream" in buf
+        sent = time.monotonic()
+        lg = logging.getLogger("capp.tail")
+        handler = logging.handlers.SocketHandler("127.0.0.1", service.port)
+        lg.addHandler(handler)
+        lg.propagate = False
+        try:
+            lg.warning("tailme <b>now</b>")
+        finally:
+            lg.removeHandler(handler)
+            handler.close()
+        sock.settimeout(0.2)
+
+        def arrived() -> bool:
+            nonlocal buf
+            try:
+                buf += sock.recv(65536)
+            except TimeoutError:
+                pass
+            return b"event: records" in buf
+
+        wait_for(arrived, 5, "the record in the tail")
+        assert time.monotonic() - sent < 2.0
+        data = buf.split(b"event: records\n", 1)[1]  # one chunk: the whole event
+        line = data.split(b"data: ", 1)[1].split(b"\n", 1)[0]
+        records = json.loads(line.strip())
+        assert [r["message"] for r in records] == ["tailme <b>now</b>"]
+    finally:
+        sock.close()
+
+
+def test_static_page_and_no_traversal(svc: tuple[Service, int]) -> None:
+    _, port = svc
+    status, headers, body = get(port, "/")
+    index = Path(__file__).parents[2] / "src/logsvc/console/static/index.html"
+    if not index.exists():
+        assert status == 404
+        return
+    assert status == 200 and body == index.read_bytes()
+    assert headers["content-type"].startswith("text/html")
+    assert "script-src 'self'" in headers["content-security-policy"]
+    status, _, _ = get(port, "/", {"If-None-Match": headers["etag"]})
+    assert status == 304
+    for bad in ("/static/../__init__.py", "/static/%2e%2e/api.py", "/static//etc/passwd", "/static/.hidden"):
+        assert get(port, bad)[0] == 404, bad
+    # /metrics is still there
+    assert get(port, "/metrics")[0] == 200
