@@ -202,7 +202,8 @@
     return q ? `${q} ${t}` : t;
   }
 
-  // Our own link to a view filtering on `t`; href built only by URLSearchParams.
+  // Our own link to a view filtering on `t` (added to the query, or replacing it: an id link
+  // shows the whole trace); href built only by URLSearchParams.
   function queryLink(t, text, replace) {
     const q = replace ? t : addTerm(t);
     const href = "?" + viewParams({ q, id: "", ctx: "", paused: state.paused }).toString();
@@ -281,7 +282,7 @@
     const extra = rec.extra && typeof rec.extra === "object" && !Array.isArray(rec.extra) ? rec.extra : {};
     for (const [k, v] of Object.entries(extra)) {
       const t = looksLikeId(k, v) && extraTerm(k, v);
-      if (t) ids.append(queryLink(t, visible(`${k}=${cut(asText(v), 64)}`)));
+      if (t) ids.append(queryLink(t, visible(`${k}=${cut(asText(v), 64)}`), true));
     }
     const line = el(
       "div",
@@ -352,23 +353,32 @@
     const keys = FIELD_ORDER.filter((k) => k in rec).concat(
       Object.keys(rec).filter((k) => !FIELD_ORDER.includes(k) && k !== "extra" && k !== "exc_text" && k !== "stack_info"),
     );
+    const empty = [];
     for (const k of keys) {
+      if (rec[k] === null || rec[k] === undefined || rec[k] === "") {
+        empty.push(k);
+        continue;
+      }
       const v = asText(rec[k]);
       const cell = PRE_FIELDS.has(k) && v.includes("\n") ? longText("pre", v) : longText("span", v);
-      table.append(el("tr", null, el("th", null, k), el("td", null, cell)));
+      table.append(el("tr", null, el("th", null, visible(k)), el("td", null, cell)));
     }
     const extra = rec.extra && typeof rec.extra === "object" ? rec.extra : null;
     if (extra && !Array.isArray(extra)) {
       for (const [k, v] of Object.entries(extra)) {
         const td = el("td", null);
         const t = looksLikeId(k, v) && extraTerm(k, v);
-        if (t) td.append(queryLink(t, visible(asText(v))));
+        if (t) td.append(queryLink(t, visible(asText(v)), true));
         else td.append(longText("span", asText(v)));
         table.append(el("tr", { class: "extra" }, el("th", null, visible(`extra.${k}`)), td));
       }
     }
     for (const k of ["exc_text", "stack_info"]) {
       if (rec[k]) table.append(el("tr", null, el("th", null, k), el("td", null, longText("pre", asText(rec[k])))));
+    }
+    for (const k of ["exc_text", "stack_info"]) if (!rec[k]) empty.push(k);
+    if (empty.length) {
+      table.append(el("tr", { class: "empty" }, el("th", null, "(no value)"), el("td", null, empty.map(visible).join(", "))));
     }
     const box = el("div", { class: "detail" }, table);
     if (rec.extra !== undefined && rec.extra !== null) {
@@ -750,7 +760,7 @@
         series,
         scales: {
           x: { time: true, range: () => [since, until] },
-          y: { range: (u, lo, hi) => [0, Math.max(1, hi)] },
+          y: { range: (u, lo, hi) => [0, Math.max(1, Math.ceil(hi * 1.1))] },
         },
         axes: [{ stroke: "#475569" }, { stroke: "#475569", size: 50 }],
         legend: { show: true, live: true },
