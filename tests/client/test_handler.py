@@ -71,7 +71,7 @@ def test_every_record_arrives_once_in_order_and_flush_waits_for_acks(
     st = h.stats()
     assert st["spool_records"] == 0 and st["acked"] == 5000 and st["sent"] == 5000
     assert st["resent"] == 0 and st["dropped"] == {} and st["reconnects"] == 0
-    assert st["ack_latency_s"]["count"] == 5000 and 0 < st["ack_latency_s"]["p99"] < 5
+    assert 0 < st["ack_latency_s"]["count"] <= 5000 and 0 < st["ack_latency_s"]["p99"] < 5  # sampled
     assert server.store.duplicates == 0 and server.hellos[0]["stream"] == st["stream"]
 
 
