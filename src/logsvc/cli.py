@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from logsvc import __version__, bench, config, query, stats
+from logsvc.console import command as console_command
 from logsvc.errors import ConfigError, LogsvcError
 
 log = logging.getLogger("logsvc")
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_parsers(sub)
     bench.add_parser(sub)
     stats.add_stats_parser(sub)
+    console_command.add_parser(sub)
     return parser
 
 

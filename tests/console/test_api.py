@@ -10,8 +10,12 @@ import http.client
 import json
 import logging
 import logging.handlers
+import os
 import re
+import signal
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -307,3 +311,78 @@ def test_static_page_and_no_traversal(svc: tuple[Service, int]) -> None:
         assert get(port, bad)[0] == 404, bad
     # /metrics is still there
     assert get(port, "/metrics")[0] == 200
+
+
+# -- logsvc console, and authentication ----------------------------------------------------
+
+
+def test_console_command_serves_the_api_and_wants_its_token(
+    svc: tuple[Service, int], dsn: str, tmp_path: Path
+) -> None:
+    service, _ = svc
+    log_path = tmp_path / "console.log"
+    cmd = [
+        sys.executable, "-m", "logsvc", "console", "--dsn", dsn, "--schema", service.schema,
+        "--listen", "127.0.0.1:0", "--console-token", "s3cret",
+    ]  # fmt: skip
+    with open(log_path, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        found: list[int] = []
+
+        def listening() -> bool:
+            assert proc.poll() is None, log_path.read_text()
+            m = re.search(r"Console listening on http://127\.0\.0\.1:(\d+)/", log_path.read_text())
+            if m:
+                found.append(int(m.group(1)))
+            return bool(found)
+
+        wait_for(listening, 30, "logsvc console to listen")
+        port = found[0]
+        status, headers, _ = get(port, "/api/search?q=disk")
+        assert status == 401 and headers["www-authenticate"].startswith("Bearer")
+        assert get(port, "/api/search?q=disk", {"Authorization": "Bearer wrong"})[0] == 401
+        status, _, body = get(port, "/api/search?q=disk", {"Authorization": "Bearer s3cret"})
+        assert status == 200 and [r["message"] for r in json.loads(body)["records"]] == ["disk full"]
+        # The page's link: the token once in the URL, a cookie from then on.
+        status, headers, _ = get(port, "/?token=s3cret&q=disk")
+        assert status == 303 and headers["location"] == "/?q=disk"
+        cookie = headers["set-cookie"].split(";", 1)[0]
+        assert "HttpOnly" in headers["set-cookie"] and "SameSite=Strict" in headers["set-cookie"]
+        assert get(port, "/api/search?q=disk", {"Cookie": cookie})[0] == 200
+        assert get(port, "/?token=nope")[0] == 401
+        assert get(port, "/healthz")[0] == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+
+
+def test_console_command_refuses_a_public_address_without_a_token(dsn: str) -> None:
+    cmd = [sys.executable, "-m", "logsvc", "console", "--dsn", dsn, "--listen", "0.0.0.0:0"]
+    env = {**os.environ, "LOGSVC_CONSOLE_TOKEN": ""}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=30, env=env)
+    assert done.returncode == 2
+    assert "--console-token" in done.stderr
+
+
+def test_operator_port_off_loopback_without_token_refuses_console_routes() -> None:
+    from logsvc.console import build, is_loopback
+    from logsvc.ingest.http import Request
+    from logsvc.loop import Reactor
+
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("10.1.2.3") and not is_loopback("::")
+    reactor = Reactor()
+    try:
+        # No statement runs: the pool never connects to this address.
+        console = build(reactor, "host=127.0.0.1 port=1", "logsvc", host="0.0.0.0")
+        req = Request("GET", "/api/search", "", {}, b"", "10.0.0.9:5555")
+        resp = console.handle(None, req)  # type: ignore[arg-type]
+        assert resp is not None and resp.status == 403 and b"--console-token" in resp.body
+        resp = console.handle(None, Request("GET", "/", "", {}, b"", "10.0.0.9:5555"))  # type: ignore[arg-type]
+        assert resp is not None and resp.status == 403
+        with_token = build(reactor, "host=127.0.0.1 port=1", "logsvc", host="0.0.0.0", token="t")
+        resp = with_token.handle(None, Request("GET", "/api/search", "", {}, b"", "p"))  # type: ignore[arg-type]
+        assert resp is not None and resp.status == 401
+    finally:
+        reactor.close()
