@@ -69,11 +69,14 @@ class BulkRequest:
     def records(self) -> Iterator[RecordDict | RecordRejected]:
         """Each kept document as a record dict; a refused one as ``RecordRejected``."""
         items = self.items
+        parse_object = self._fmt.parse_object
         for n, (action, meta, doc) in enumerate(self._ops):
             index = meta.get("_index")
-            item: dict[str, Any] = {"_index": index if isinstance(index, str) else "logsvc"}
             doc_id = meta.get("_id")
-            item["_id"] = str(doc_id) if doc_id is not None else _new_id(n)
+            item: dict[str, Any] = {
+                "_index": index if isinstance(index, str) else "logsvc",
+                "_id": str(doc_id) if doc_id is not None else _new_id(n),
+            }
             items.append({action: item})
             if action not in _KEPT:
                 item["status"] = 400
@@ -95,15 +98,20 @@ class BulkRequest:
                 }
                 yield RecordRejected("_bulk document is not a JSON object.", reason="not_object")
                 continue
-            rec = self._fmt.parse_object(obj)
+            rec = parse_object(obj)
             if isinstance(index, str):
                 rec["_index"] = index
             if doc_id is not None:
                 rec["_id"] = item["_id"]
-            item.update(
-                _version=1, result="created", _shards=_OK_SHARDS, _seq_no=n, _primary_term=1, status=201
-            )
+            item |= _CREATED
+            item["_seq_no"] = n
             yield rec
+
+
+# What a stored document's item says besides its _index, _id and _seq_no: Elasticsearch's
+# answer to a new document, the one every shipper counts as done.
+_CREATED: dict[str, Any] = {"_version": 1, "result": "created", "_shards": _OK_SHARDS, "_primary_term": 1,
+                            "status": 201}  # fmt: skip
 
 
 _ID_PREFIX = os.urandom(6).hex()  # ids Elasticsearch would generate; unique enough per process
@@ -130,20 +138,14 @@ def parse_bulk(body: bytes, path_index: str | None, fmt: JsonFormat) -> BulkRequ
     ops: list[tuple[str, dict[str, Any], bytes | None]] = []
     i = 0
     n = len(lines)
+    last_line = b""
+    action: str = ""
+    meta: dict[str, Any] = {}
     while i < n:
-        try:
-            action_line = orjson.loads(lines[i])
-        except orjson.JSONDecodeError:
-            raise ProtocolError(
-                f"_bulk line {i + 1} is not a JSON action line.", reason="malformed"
-            ) from None
-        if type(action_line) is not dict or len(action_line) != 1:
-            raise ProtocolError(f"_bulk line {i + 1} is not an action line.", reason="malformed")
-        ((action, meta),) = action_line.items()
-        if action not in _ACTIONS or type(meta) is not dict:
-            raise ProtocolError(f"_bulk action {str(action)[:40]!r} is not known.", reason="malformed")
-        if path_index is not None and "_index" not in meta:
-            meta["_index"] = path_index
+        line = lines[i]
+        if line != last_line:  # a shipper repeats one action line for every document: read once
+            action, meta = _action(line, i, path_index)
+            last_line = line
         i += 1
         doc: bytes | None = None
         if action != "delete":
@@ -153,6 +155,23 @@ def parse_bulk(body: bytes, path_index: str | None, fmt: JsonFormat) -> BulkRequ
             i += 1
         ops.append((action, meta, doc))
     return BulkRequest(ops, fmt)
+
+
+def _action(line: bytes, i: int, path_index: str | None) -> tuple[str, dict[str, Any]]:
+    # One action line -> (action, its metadata); the metadata is only read from here on, so
+    # the documents of one repeated action line share it.
+    try:
+        action_line = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        raise ProtocolError(f"_bulk line {i + 1} is not a JSON action line.", reason="malformed") from None
+    if type(action_line) is not dict or len(action_line) != 1:
+        raise ProtocolError(f"_bulk line {i + 1} is not an action line.", reason="malformed")
+    ((action, meta),) = action_line.items()
+    if action not in _ACTIONS or type(meta) is not dict:
+        raise ProtocolError(f"_bulk action {str(action)[:40]!r} is not known.", reason="malformed")
+    if path_index is not None and "_index" not in meta:
+        meta["_index"] = path_index
+    return action, meta
 
 
 def bulk_response(req: BulkRequest, took_ms: int) -> bytes:

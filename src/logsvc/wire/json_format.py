@@ -318,21 +318,35 @@ def _lenient_loads(frame: bytes) -> Any:
 _MISSING: Any = object()
 
 
-def _take(obj: dict[str, Any], path: tuple[str, ...], dotted: bool = False) -> Any:
-    # Pop obj[path[0]][path[1]]... (or, with dotted, obj["a.b.c"] first, as ECS allows both),
-    # dropping the objects it empties; _MISSING if the path is not there.
-    if dotted and len(path) > 1:
-        key = ".".join(path)
-        if key in obj:
-            return obj.pop(key)
-    head = obj.get(path[0], _MISSING)
-    if len(path) == 1:
-        return _MISSING if head is _MISSING else obj.pop(path[0])
-    if type(head) is not dict:
-        return _MISSING
-    value = _take(head, path[1:])
-    if not head:
-        del obj[path[0]]
+def _take(obj: dict[str, Any], path: tuple[str, ...], dotted: str | None = None) -> Any:
+    # Pop obj[path[0]][path[1]]... (or, given dotted, the key "a.b.c" first, as ECS allows
+    # both), dropping the objects along the path that are left empty; _MISSING if the path is
+    # not there. A loop, not a recursion: ECS documents take a dozen of these each.
+    if dotted is not None and dotted in obj:
+        return obj.pop(dotted)
+    if len(path) == 2:  # most paths: one object down
+        head = obj.get(path[0])
+        if type(head) is not dict:
+            return _MISSING
+        value = head.pop(path[1], _MISSING)
+        if not head:
+            del obj[path[0]]
+        return value
+    node = obj
+    chain: list[tuple[dict[str, Any], str, dict[str, Any]]] = []
+    for key in path[:-1]:
+        child = node.get(key)
+        if type(child) is not dict:
+            value = _MISSING
+            break
+        chain.append((node, key, child))
+        node = child
+    else:
+        value = node.pop(path[-1], _MISSING)
+    for parent, key, child in reversed(chain):
+        if child:
+            break
+        del parent[key]
     return value
 
 
@@ -457,19 +471,28 @@ def _loguru(rec: RecordDict, tz: _dt.tzinfo) -> None:
 
 
 # ECS (ecs-logging, the Elastic Common Schema): dotted or nested keys -> LogRecord names.
-_ECS_PATHS = (
-    (("log", "logger"), "name"),
-    (("log", "origin", "file", "line"), "lineno"),
-    (("log", "origin", "function"), "funcName"),
-    (("process", "pid"), "process"),
-    (("process", "name"), "processName"),
-    (("process", "thread", "id"), "thread"),
-    (("process", "thread", "name"), "threadName"),
+_ECS_PATHS = tuple(
+    (path, ".".join(path), column)
+    for path, column in (
+        (("log", "logger"), "name"),
+        (("log", "origin", "file", "line"), "lineno"),
+        (("log", "origin", "function"), "funcName"),
+        (("process", "pid"), "process"),
+        (("process", "name"), "processName"),
+        (("process", "thread", "id"), "thread"),
+        (("process", "thread", "name"), "threadName"),
+    )
 )
+# The paths by their first key, and the keys that say one of them may be there.
+_ECS_GROUPS = tuple(
+    (frozenset({head} | {dotted for path, dotted, _ in _ECS_PATHS if path[0] == head}),
+     tuple(p for p in _ECS_PATHS if p[0][0] == head))
+    for head in ("log", "process")
+)  # fmt: skip
 
 
 def _ecs(rec: RecordDict, tz: _dt.tzinfo) -> None:
-    level = _take(rec, ("log", "level"), dotted=True)
+    level = _take(rec, ("log", "level"), "log.level")
     if level is not _MISSING:
         hit = level_of(level) if "levelno" not in rec else None
         if hit is None:
@@ -478,16 +501,21 @@ def _ecs(rec: RecordDict, tz: _dt.tzinfo) -> None:
             if hit[0] is not None:
                 rec["levelno"] = hit[0]
             rec.setdefault("levelname", hit[1])
-    found = [(path, column, _take(rec, path, dotted=True)) for path, column in _ECS_PATHS]
+    found = [
+        (dotted, column, _take(rec, path, dotted))
+        for keys, paths in _ECS_GROUPS
+        if not keys.isdisjoint(rec)  # else none of its paths is there
+        for path, dotted, column in paths
+    ]
     proc = rec.get("process")
     if type(proc) is dict:  # the rest of ECS's process object: its column is the pid
         del rec["process"]
         for key, value in proc.items():
             rec[f"process.{key}"] = value
-    for path, column, value in found:
+    for dotted, column, value in found:
         if value is not _MISSING:
-            _put(rec, column, value, ".".join(path))
-    stack = _take(rec, ("error", "stack_trace"), dotted=True)
+            _put(rec, column, value, dotted)
+    stack = _take(rec, ("error", "stack_trace"), "error.stack_trace")
     if stack is not _MISSING:
         if type(stack) is str and "exc_text" not in rec:
             # ecs-logging (Python) writes only the frames (traceback.format_tb); the type and
