@@ -386,3 +386,103 @@ def test_operator_port_off_loopback_without_token_refuses_console_routes() -> No
         assert resp is not None and resp.status == 401
     finally:
         reactor.close()
+
+
+def _subscribe(port: int, q: str) -> tuple[socket.socket, bytes]:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(f"GET /api/tail?{urlencode({'q': q})} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    buf = b""
+    deadline = time.monotonic() + 10
+    while b"\r\n\r\n" not in buf and time.monotonic() < deadline:
+        buf += sock.recv(65536)
+    return sock, buf
+
+
+def test_tail_samples_a_burst_and_says_how_many_it_skipped(svc: tuple[Service, int]) -> None:
+    service, port = svc
+    sock, buf = _subscribe(port, "burstme")
+    try:
+        while b"live tail started" not in buf:
+            buf += sock.recv(65536)
+        lg = logging.getLogger("capp.burst")
+        handler = logging.handlers.SocketHandler("127.0.0.1", service.port)
+        lg.addHandler(handler)
+        lg.propagate = False
+        try:
+            for i in range(400):
+                lg.warning("burstme %d", i)
+        finally:
+            lg.removeHandler(handler)
+            handler.close()
+        sock.settimeout(0.2)
+        got: list[dict[str, Any]] = []
+        skipped = 0
+
+        def all_accounted() -> bool:
+            nonlocal buf, skipped
+            try:
+                buf += sock.recv(1 << 20)
+            except TimeoutError:
+                pass
+            got.clear()
+            skipped = 0
+            for event in re.split(rb"\r?\n\r?\n", buf):
+                m = re.search(rb"event: (\w+)\r?\ndata: (.*)", event)
+                if m and m.group(1) == b"records":
+                    got.extend(json.loads(m.group(2)))
+                elif m and m.group(1) == b"skipped":
+                    skipped += json.loads(m.group(2))["count"]
+            return len(got) + skipped >= 400
+
+        wait_for(all_accounted, 10, "400 records sent or counted as skipped")
+        assert skipped > 0 and len(got) + skipped == 400
+        nums = [int(r["message"].split()[1]) for r in got]
+        assert nums == sorted(nums)  # oldest first, within and across events
+    finally:
+        sock.close()
+
+
+def test_tail_bounds_its_subscribers_and_checks_the_query(svc: tuple[Service, int]) -> None:
+    _, port = svc
+    status, body = api(port, "tail", q="(oops")
+    assert status == 400 and body["position"] == 0
+    socks = []
+    try:
+        for _ in range(8):
+            sock, head = _subscribe(port, "nothing-matches-this")
+            socks.append(sock)
+            assert head.startswith(b"HTTP/1.1 200"), head
+        status, body = api(port, "tail", q="x")
+        assert status == 503 and "live tails" in body["error"]
+    finally:
+        for sock in socks:
+            sock.close()
+
+    def room_again() -> bool:
+        sock, head = _subscribe(port, "x")
+        sock.close()
+        return head.startswith(b"HTTP/1.1 200")
+
+    wait_for(room_again, 5, "closed tails to free their places")
+
+
+def test_an_unreachable_database_is_503_not_a_traceback(tmp_path: Path) -> None:
+    cmd = [
+        sys.executable, "-m", "logsvc", "console", "--dsn", "host=127.0.0.1 port=1 user=x dbname=x",
+        "--listen", "127.0.0.1:0", "--pg-timeout", "2s",
+    ]  # fmt: skip
+    log_path = tmp_path / "console.log"
+    with open(log_path, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: "Console listening" in log_path.read_text(), 30, "logsvc console to listen")
+        m = re.search(r"http://127\.0\.0\.1:(\d+)/", log_path.read_text())
+        assert m is not None
+        port = int(m.group(1))
+        for route in ("search", "histogram", "facets"):
+            status, body = api(port, route, q="x")
+            assert status == 503 and "unreachable" in body["error"], body
+        assert "Traceback" not in log_path.read_text()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0

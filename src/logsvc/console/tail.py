@@ -91,6 +91,7 @@ class Tail:
 
     def subscribe(self, conn: HttpConnection, req: Request, q: str) -> ApiError | None:
         """Start the stream for ``conn``; an ``ApiError`` to answer instead when it cannot."""
+        self._subs = [s for s in self._subs if not s.conn.closed]
         if len(self._subs) + self._starting >= self._max_clients:
             return ApiError(503, f"too many live tails open (at most {self._max_clients}); close one")
         ps = ql.Params()
