@@ -6,6 +6,7 @@ each test reads them through the operator port the way the page does.
 
 from __future__ import annotations
 
+import datetime as _dt
 import http.client
 import json
 import logging
@@ -43,7 +44,7 @@ def svc(dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Se
     assert m is not None
     try:
         send_records(service.port)
-        service.wait_rows(8 + len(HOSTILE), "seq", "true")
+        service.wait_rows(10 + len(HOSTILE), "seq", "true")
         yield service, int(m.group(1))
     finally:
         service.stop()
@@ -71,6 +72,10 @@ def send_records(port: int) -> None:
         web.info("bye")
         for text in HOSTILE:
             other.info(text, extra={"hostile": text})
+        for hours, text in ((5, "old one"), (30, "older one")):
+            rec = other.makeRecord("capp.old", logging.INFO, "x.py", 1, text, (), None)
+            rec.created -= hours * 3600
+            handler.handle(rec)
     finally:
         for lg in (db, web, other):
             lg.removeHandler(handler)
@@ -152,6 +157,40 @@ def test_search_pages_by_cursor_without_gaps_or_repeats(svc: tuple[Service, int]
     assert len(seen) == 8 + len(HOSTILE)
 
 
+def test_search_reaches_back_through_growing_windows_in_order(svc: tuple[Service, int]) -> None:
+    _, port = svc
+    status, body = api(port, "search", since="3d", q="logger:capp.old")
+    assert status == 200, body
+    assert [r["message"] for r in body["records"]] == ["old one", "older one"]
+    ids: list[str] = []
+    params: dict[str, Any] = {"since": "3d", "limit": 4}
+    for _ in range(10):
+        status, page = api(port, "search", **params)
+        assert status == 200, page
+        ids += [r["id"] for r in page["records"]]
+        if page["next"] is None:
+            break
+        params["cursor"] = page["next"]
+    times = [api(port, "record", id=i)[1]["created"] for i in ids]
+    assert len(ids) == 10 + len(HOSTILE) == len(set(ids))
+    assert times == sorted(times, reverse=True)
+
+
+def test_spans_cover_the_range_nearest_first() -> None:
+    from logsvc.console.api import spans
+
+    t0 = _dt.datetime(2026, 1, 1, tzinfo=_dt.UTC)
+    h = _dt.timedelta(hours=1)
+    assert spans(t0, t0 - 30 * h, h, 4) == [
+        (t0 - h, t0),
+        (t0 - 5 * h, t0 - h),
+        (t0 - 21 * h, t0 - 5 * h),
+        (t0 - 30 * h, t0 - 21 * h),
+    ]
+    assert spans(t0, t0 + 2 * h, h, 6) == [(t0, t0 + h), (t0 + h, t0 + 2 * h)]
+    assert spans(t0, t0, h, 4) == []
+
+
 def test_hostile_text_comes_back_as_json_strings_unchanged(svc: tuple[Service, int]) -> None:
     _, port = svc
     status, headers, raw = get(port, "/api/search?" + urlencode({"q": "hostile:*"}))
@@ -223,7 +262,9 @@ def test_context_by_trace_and_by_process_with_load_more(svc: tuple[Service, int]
 
     status, body = api(port, "context", id=rid, by="process", n=2)
     assert status == 200, body
-    assert [r["message"] for r in body["before"]] == ["connected to primary"]
+    # 5 h before is within the day context looks at; 30 h before is not.
+    assert [r["message"] for r in body["before"]] == ["old one", "connected to primary"]
+    assert body["before_next"] is None
     assert [r["message"] for r in body["after"]] == ["request failed: timeout", "request ok"]
     assert body["after_next"] is not None
     status, more = api(port, "context", id=rid, by="process", n=2, after=body["after_next"])

@@ -66,8 +66,15 @@ MAX_BUCKETS = 1000
 DEFAULT_CONTEXT = 20
 MAX_CONTEXT = 500
 # Context looks this far from its starting point (a process's neighbours a day away are
-# not its context, and the bound keeps a rare process from scanning every partition).
-CONTEXT_WINDOW = "1 day"
+# not its context, and the bound keeps a rare process from scanning every partition), first
+# within CONTEXT_FIRST_WINDOW, then in windows six times wider each (``spans``).
+CONTEXT_WINDOW = _dt.timedelta(days=1)
+CONTEXT_FIRST_WINDOW = _dt.timedelta(minutes=10)
+# Search looks at the newest hour first, then windows four times wider (``spans``).
+SEARCH_FIRST_WINDOW = _dt.timedelta(hours=1)
+SEARCH_WINDOW_GROWTH = 4
+_MICROSECOND = _dt.timedelta(microseconds=1)
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
 # Facets are computed over the newest rows of the range, at most this many.
 FACET_SAMPLE = 10_000
 FACET_TOP = 10
@@ -138,6 +145,30 @@ class Cursor:
 
     def __str__(self) -> str:
         return f"{self.micros}_{self.seq}"
+
+    @property
+    def time(self) -> _dt.datetime:
+        try:
+            return _EPOCH + _dt.timedelta(microseconds=self.micros)
+        except OverflowError:
+            raise ApiError(400, "the cursor is out of range") from None
+
+
+def spans(
+    start: _dt.datetime, stop: _dt.datetime, first: _dt.timedelta, growth: int
+) -> list[tuple[_dt.datetime, _dt.datetime]]:
+    """Disjoint ``(lo, hi)`` ranges from ``start`` toward ``stop`` (either way), growing.
+
+    The first is ``first`` long and nearest ``start``; each next is ``growth`` times longer;
+    the last ends at ``stop``. Each range is ``lo <= t < hi``.
+    """
+    out: list[tuple[_dt.datetime, _dt.datetime]] = []
+    edge, span, backward = start, first, stop < start
+    while edge != stop:
+        nxt = max(edge - span, stop) if backward else min(edge + span, stop)
+        out.append((nxt, edge) if backward else (edge, nxt))
+        edge, span = nxt, span * growth
+    return out
 
 
 def parse_cursor(text: str, name: str) -> Cursor:
@@ -316,15 +347,18 @@ class Console:
     def _search(self, conn: HttpConnection, params: dict[str, str]) -> None:
         started = time.monotonic()
         limit = _int_param(params, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
-        ps = ql.Params()
-        where, query, _, _ = self._where(params, ps)
+        since, until = self._range(params)
+        base = ql.Params()
+        query = _compile(params.get("q", ""), base)
+        cond = query.sql
+        start = until
         if params.get("cursor"):
             c = parse_cursor(params["cursor"], "cursor")
-            where += _keyset("<", c, ps)
-        sql = (
-            f"SELECT {RECORD_JSON}, {_KEY_SQL} FROM {self.schema}.records WHERE {where} "
-            f"ORDER BY created DESC, seq DESC LIMIT {ps.add(limit + 1, 'bigint')}"
-        )
+            cond += _keyset("<", c, base)
+            start = max(since, min(until, c.time + _MICROSECOND))
+        windows = spans(start, since, SEARCH_FIRST_WINDOW, SEARCH_WINDOW_GROWTH)
+
+        statement = self._select_in(cond, base, "DESC")
 
         def answer(rows: list[Row]) -> Response:
             more = len(rows) > limit
@@ -334,7 +368,71 @@ class Console:
             body = b'{"records":' + _json_array(rows) + b',"next":' + orjson.dumps(nxt)
             return _raw(body + b',"took_ms":' + orjson.dumps(took) + b"}\n")
 
-        self._run(conn, sql, ps.values, answer, query.regex_positions)
+        def failed(exc: StoreError) -> None:
+            conn.respond(db_error_response(exc, query.regex_positions))
+
+        self._windowed(conn, windows, statement, limit + 1, answer, failed)
+
+    def _select_in(
+        self, cond: str, base: ql.Params, order: str
+    ) -> Callable[[_dt.datetime, _dt.datetime, int], tuple[str, list[str | None]]]:
+        """Makes the statement selecting records matching ``cond`` in one window, in ``order``."""
+
+        def statement(lo: _dt.datetime, hi: _dt.datetime, want: int) -> tuple[str, list[str | None]]:
+            ps = ql.Params(list(base.values))
+            sql = (
+                f"SELECT {RECORD_JSON}, {_KEY_SQL} FROM {self.schema}.records "
+                f"WHERE created >= {ps.add(lo.isoformat(), 'timestamptz')} "
+                f"AND created < {ps.add(hi.isoformat(), 'timestamptz')} AND {cond} "
+                f"ORDER BY created {order}, seq {order} LIMIT {ps.add(want, 'bigint')}"
+            )
+            return sql, ps.values
+
+        return statement
+
+    def _windowed(
+        self,
+        conn: HttpConnection,
+        windows: list[tuple[_dt.datetime, _dt.datetime]],
+        statement: Callable[[_dt.datetime, _dt.datetime, int], tuple[str, list[str | None]]],
+        want: int,
+        answer: Callable[[list[Row]], Response | None],
+        failed: Callable[[StoreError], None],
+    ) -> None:
+        """Run ``statement`` over ``windows`` one after another until ``want`` rows are found.
+
+        The first window is the one nearest the starting point, and each is several times
+        the one before (``spans``): the newest 100 of a common match cost one small range,
+        a rare one at most a few more statements than one query over everything (the CLI's
+        ``query.plan_windows``, for the same reason). ``answer`` gets the rows in window
+        order; it may return a response to send, or None when it answers itself.
+        """
+        rows: list[Row] = []
+        left = list(windows)
+
+        def step() -> None:
+            lo, hi = left.pop(0)
+            sql, params = statement(lo, hi, want - len(rows))
+            if not self.db.submit(sql, params, got, failed):
+                failed(StoreError("the console is busy (too many queries waiting)", reason="busy"))
+
+        def got(new: list[Row]) -> None:
+            rows.extend(new)
+            if len(rows) >= want or not left:
+                try:
+                    resp = answer(rows)
+                except ApiError as exc:
+                    resp = _json(exc.status, exc.body)
+                if resp is not None:
+                    conn.respond(resp)
+                return
+            step()
+
+        if not windows:
+            got([])
+            return
+        if not self.db.submit(*statement(*left.pop(0), want), got, failed):
+            raise ApiError(503, "the console is busy (too many queries waiting); retry in a moment")
 
     def _histogram(self, conn: HttpConnection, params: dict[str, str]) -> None:
         buckets = _int_param(params, "buckets", DEFAULT_BUCKETS, 1, MAX_BUCKETS)
@@ -469,21 +567,16 @@ class Console:
             conn.respond(_raw(body))
 
         for side in sides:
-            ps = ql.Params(list(same.values))
             start = cursors.get(side, anchor)
             older = side == "before"
-            t = f"(TIMESTAMPTZ 'epoch' + {ps.add(start.micros, 'bigint')} * INTERVAL '1 microsecond')"
-            window = (
-                f"created >= {t} - INTERVAL '{CONTEXT_WINDOW}'"
-                if older
-                else f"created <= {t} + INTERVAL '{CONTEXT_WINDOW}'"
-            )
-            sql = (
-                f"SELECT {RECORD_JSON}, {_KEY_SQL} FROM {self.schema}.records WHERE {match} AND {window}"
-                f"{_keyset('<' if older else '>', start, ps)} "
-                f"ORDER BY created {'DESC' if older else 'ASC'}, seq {'DESC' if older else 'ASC'} "
-                f"LIMIT {ps.add(n + 1, 'bigint')}"
-            )
+            op, order = ("<", "DESC") if older else (">", "ASC")
+            base = ql.Params(list(same.values))
+            cond = match + _keyset(op, start, base)
+            # Backwards, the anchor's own microsecond is in the first window; forwards it is too.
+            t = start.time + _MICROSECOND if older else start.time
+            windows = spans(t, t - CONTEXT_WINDOW if older else t + CONTEXT_WINDOW, CONTEXT_FIRST_WINDOW, 6)
+
+            statement = self._select_in(cond, base, order)
 
             def got(rows: list[Row], side: str = side, older: bool = older) -> None:
                 more = len(rows) > n
@@ -502,7 +595,9 @@ class Console:
                 if not waiting:
                     finish()
 
-            if not self.db.submit(sql, ps.values, got, err):
+            try:
+                self._windowed(conn, windows, statement, n + 1, got, err)
+            except ApiError:
                 err(StoreError("the console is busy (too many queries waiting)", reason="busy"))
 
     def _facets(self, conn: HttpConnection, params: dict[str, str]) -> None:
