@@ -24,6 +24,9 @@ from typing import Any
 import orjson
 import psycopg
 import pytest
+from google.protobuf.json_format import Parse
+from google.rpc.error_details_pb2 import BadRequest  # type: ignore[import-untyped]
+from google.rpc.status_pb2 import Status  # type: ignore[import-untyped]
 from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
@@ -223,18 +226,36 @@ def test_protobuf_answer_is_an_export_logs_service_response(otlp: Otlp) -> None:
 def test_refused_bodies(
     otlp: Otlp, body: bytes, content_type: str, headers: dict[str, str], status: int
 ) -> None:
-    got, _, reply = otlp.post(body, content_type, headers=headers)
+    # OTLP/HTTP: every 4xx/5xx body is a google.rpc.Status, protobuf for a protobuf request and
+    # its JSON form otherwise; a 400 says what was bad in a google.rpc.BadRequest.
+    got, reply_headers, reply = otlp.post(body, content_type, headers=headers)
     assert got == status, reply
-    assert "error" in json.loads(reply)
+    st = rpc_status(reply_headers, reply, protobuf=content_type == "application/x-protobuf")
+    assert st.code == {400: 3, 413: 3, 415: 3}[status] and st.message
+    if status == 400:
+        (detail,) = st.details
+        bad = BadRequest()
+        assert detail.Unpack(bad) and bad.field_violations[0].description == st.message
+    else:
+        assert not st.details
+
+
+def rpc_status(headers: dict[str, str], reply: bytes, *, protobuf: bool) -> Status:
+    """The google.rpc.Status of a refusal, read with googleapis-common-protos as clients read it."""
+    if protobuf:
+        assert headers["content-type"] == "application/x-protobuf"
+        return Status.FromString(reply)
+    assert headers["content-type"] == "application/json"
+    return Parse(reply, Status())  # the proto3 JSON mapping; resolves the BadRequest Any
 
 
 def test_other_methods_and_the_ingest_route(otlp: Otlp) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", otlp.port["otlp"], timeout=10)
     try:
-        conn.request("GET", "/v1/logs")
+        conn.request("GET", "/v1/logs", headers={"Content-Type": "application/x-protobuf"})
         resp = conn.getresponse()
         assert resp.status == 405 and resp.getheader("Allow") == "POST"
-        resp.read()
+        assert Status.FromString(resp.read()).code == 12  # UNIMPLEMENTED
         conn.request("POST", "/ingest", body=b'{"message": "x"}\n')
         resp = conn.getresponse()
         assert resp.status == 405  # /ingest lives on --listen-http only, as on --metrics
@@ -247,7 +268,27 @@ def test_other_methods_and_the_ingest_route(otlp: Otlp) -> None:
         conn.close()
 
 
-def test_503_with_retry_after_while_the_journal_is_full(tmp_path: Path, schema: str) -> None:
+def export_one_with_sdk(endpoint: str, timeout: float) -> bool:
+    """Log one record through the SDK's OTLP/HTTP exporter; whether its export succeeded."""
+    results: list[bool] = []
+
+    class Recording(OTLPLogExporter):
+        def export(self, batch: Any) -> Any:
+            result = super().export(batch)
+            results.append(result.name == "SUCCESS")
+            return result
+
+    provider = LoggerProvider()
+    provider.add_log_record_processor(SimpleLogRecordProcessor(Recording(endpoint=endpoint, timeout=timeout)))
+    provider.get_logger("probe").emit(body="probe")
+    provider.shutdown()
+    (ok,) = results
+    return ok
+
+
+def test_503_with_retry_after_while_the_journal_is_full(
+    tmp_path: Path, schema: str, caplog: pytest.LogCaptureFixture
+) -> None:
     # Nothing listens on port 1: PostgreSQL is unreachable, so the journal only grows until
     # intake closes (as tests/test_http.py does for /ingest).
     unreachable = "host=127.0.0.1 port=1 dbname=test user=postgres connect_timeout=1"
@@ -263,11 +304,21 @@ def test_503_with_retry_after_while_the_journal_is_full(tmp_path: Path, schema: 
         body = otlp_json(*({"body": {"stringValue": "x" * 200}} for _ in range(200)))
         statuses = []
         for _ in range(100):  # bounded: 128 KiB is reached after a few requests
-            status, headers, _ = o.post(body, "application/json")
+            status, headers, reply = o.post(body, "application/json")
             statuses.append(status)
             if status == 503:
                 assert headers.get("retry-after") == "1"
+                assert rpc_status(headers, reply, protobuf=False).code == 14  # UNAVAILABLE
                 break
         assert statuses[-1] == 503 and set(statuses[:-1]) == {200}
+        # The same refusal to a protobuf request is a protobuf Status.
+        status, headers, reply = o.post(b"", "application/x-protobuf")
+        assert status == 503 and headers.get("retry-after") == "1"
+        assert rpc_status(headers, reply, protobuf=True).message
+        # The real SDK exporter takes it as retryable (it waits Retry-After and tries again)
+        # and gives up at its deadline: the batch is reported failed, not dropped silently.
+        with caplog.at_level(logging.WARNING):
+            assert not export_one_with_sdk(f"http://127.0.0.1:{o.port['otlp']}/v1/logs", timeout=2)
+        assert any("Transient error" in r.getMessage() for r in caplog.records), caplog.text
     finally:
         svc.kill()

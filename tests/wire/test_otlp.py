@@ -32,6 +32,7 @@ from logsvc.wire.otlp import (
     MAX_ANY_DEPTH,
     PROTOBUF,
     decompress,
+    error_response,
     export_response,
     media_type,
     parse_logs,
@@ -541,3 +542,25 @@ def test_bodies_and_attributes_read_from_their_bytes() -> None:
     assert recs[len(bodies) + 1]["a\tb"] == 0.5
     assert [r[f"k{n}"] for n, r in enumerate(recs[len(bodies) + 2 :])] == list(range(5000))
     assert records(request(*lrs), PROTOBUF) == records(as_otlp_json(request(*lrs)), JSON)
+
+
+@pytest.mark.parametrize("status", [400, 405, 413, 415, 429, 503, 500])
+def test_error_response_is_a_google_rpc_status(status: int) -> None:
+    from google.protobuf.json_format import Parse
+    from google.rpc.error_details_pb2 import BadRequest  # type: ignore[import-untyped]
+    from google.rpc.status_pb2 import Status  # type: ignore[import-untyped]
+
+    message = "the body is not an OTLP request: ünïcode " * 10
+    body, content_type = error_response(PROTOBUF, status, message)
+    assert content_type == PROTOBUF
+    st = Status.FromString(body)
+    text, json_type = error_response(JSON, status, message)
+    assert json_type == JSON and error_response(None, status, message) == (text, JSON)
+    assert Parse(text, Status()) == st
+    codes = {400: 3, 405: 12, 413: 3, 415: 3, 429: 8, 503: 14}  # google.rpc.Code; 2 UNKNOWN
+    assert st.message == message and st.code == codes.get(status, 2)
+    if status == 400:
+        bad = BadRequest()
+        assert st.details[0].Unpack(bad) and bad.field_violations[0].description == message
+    else:
+        assert not st.details

@@ -15,6 +15,7 @@ body cap, else 413; undecodable, 400; an unknown Content-Type, 415), then its re
 through the same ``_Job``, a turn's worth at a time, and the answer, an
 ExportLogsServiceResponse with ``partial_success`` when records were rejected, is sent once
 they are durable. 503 with ``Retry-After`` while intake is not open (the exporters retry).
+Every refusal's body is a ``google.rpc.Status`` in the request's encoding (``otlp.error_response``).
 
 ``POST /_bulk`` and ``POST /{index}/_bulk`` (Elasticsearch's bulk API, on ``--listen-http``)
 go the same way (``wire.bulk``): the action lines are read first (a bad one is a 400 for the
@@ -180,15 +181,16 @@ class HttpApp:
         return None
 
     def _otlp(self, conn: HttpConnection, req: Request, kind: str) -> Response | None:
+        # Every refusal carries a google.rpc.Status in the request's encoding (otlp.error_response).
+        media = otlp.media_type(req.headers.get("content-type", ""))
         if req.method != "POST":
-            return Response.json(405, {"error": "use POST /v1/logs"}, [("Allow", "POST")])
+            return _otlp_error(media, 405, "use POST /v1/logs", [("Allow", "POST")])
         writer = self._writer
         if self._stopping() or not writer.accepting:
             why = "the service is stopping" if self._stopping() else f"{writer.reason}; retry later"
-            return Response.json(503, {"error": why}, [("Retry-After", "1")])
-        media = otlp.media_type(req.headers.get("content-type", ""))
+            return _otlp_error(media, 503, why, [("Retry-After", "1")])
         if media is None:
-            return Response.json(415, {"error": f"use Content-Type {otlp.PROTOBUF} or {otlp.JSON}"})
+            return _otlp_error(media, 415, f"use Content-Type {otlp.PROTOBUF} or {otlp.JSON}")
         try:
             body = compression.decompress(
                 req.body, req.headers.get("content-encoding", ""), conn.max_body_bytes
@@ -196,7 +198,7 @@ class HttpApp:
             items = otlp.parse_logs(body, media)
         except ProtocolError as exc:
             self._metrics.frames_rejected[kind, exc.reason] += 1
-            return Response.json(_OTLP_STATUS.get(exc.reason, 400), {"error": str(exc)})
+            return _otlp_error(media, _OTLP_STATUS.get(exc.reason, 400), str(exc))
 
         def reply(job: _Job) -> Response:
             rejected = sum(job.rejected.values())
@@ -308,6 +310,13 @@ class HttpApp:
     def _answer(self, conn: HttpConnection, resp: Response, path: str = "/ingest") -> None:
         self._metrics.http_requests[path, resp.status] += 1
         conn.respond(resp)
+
+
+def _otlp_error(
+    media: str | None, status: int, message: str, headers: list[tuple[str, str]] | None = None
+) -> Response:
+    body, content_type = otlp.error_response(media, status, message)
+    return Response(status, body, content_type, headers or [])
 
 
 def _bulk_target(path: str) -> tuple[bool, str | None]:

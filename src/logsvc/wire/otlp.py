@@ -17,7 +17,10 @@ What arrives at ``POST /v1/logs`` (OTLP specification, "OTLP/HTTP")::
 
 The answer is an ExportLogsServiceResponse, in the request's encoding; when some records were
 rejected it carries ``partial_success {rejected_log_records, error_message}``
-(``export_response``). The body is parsed whole first (``parse_logs``): a body that does not
+(``export_response``). A refusal (4xx, 5xx) carries a ``google.rpc.Status`` in the request's
+encoding, as the specification requires of every 4xx and 5xx (``error_response``): ``code``
+(a ``google.rpc.Code``), ``message``, and for a 400 a ``google.rpc.BadRequest`` in
+``details``. The body is parsed whole first (``parse_logs``): a body that does not
 decode is a ``ProtocolError`` before any record is produced (the route answers 400); the
 records then come one at a time, so a large request is written a turn's worth at a time.
 
@@ -76,6 +79,7 @@ __all__ = [
     "MAX_ANY_DEPTH",
     "PROTOBUF",
     "decompress",
+    "error_response",
     "export_response",
     "media_type",
     "parse_logs",
@@ -185,6 +189,55 @@ def export_response(media: str, rejected: int, message: str) -> bytes:
         return b"{}"
     # proto3's JSON mapping writes int64 as a string.
     return orjson.dumps({"partialSuccess": {"rejectedLogRecords": str(rejected), "errorMessage": message}})
+
+
+# google.rpc.Code for the HTTP statuses /v1/logs refuses with (the specification leaves the
+# code optional and clients go by the HTTP status; it helps a human reading a Collector's log).
+_RPC_CODES = {400: 3, 405: 12, 413: 3, 415: 3, 429: 8, 503: 14}  # INVALID_ARGUMENT, UNIMPLEMENTED, ...
+_BAD_REQUEST_TYPE = "type.googleapis.com/google.rpc.BadRequest"
+
+
+def error_response(media: str | None, status: int, message: str) -> tuple[bytes, str]:
+    """The body and Content-Type of a 4xx/5xx answer: a ``google.rpc.Status``.
+
+    OTLP/HTTP: "The response body for all HTTP 4xx and HTTP 5xx responses MUST be a
+    Protobuf-encoded Status message", in the request's Content-Type (``media``; JSON, the
+    proto3 JSON mapping, when the request's type is not one OTLP uses). A 400 says what was
+    wrong with the data in a ``google.rpc.BadRequest`` too, as the specification's "Bad Data"
+    asks.
+
+    Returns:
+        (body, content type).
+    """
+    code = _RPC_CODES.get(status, 2)  # UNKNOWN
+    if media == PROTOBUF:
+        # Status {int32 code = 1; string message = 2; repeated google.protobuf.Any details = 3}
+        # written directly: two fields do not need googleapis-common-protos at run time.
+        body = b"\x08" + _varint(code) + _pb_field(2, message.encode())
+        if status == 400:
+            # Any {string type_url = 1; bytes value = 2}, value a BadRequest {repeated
+            # FieldViolation field_violations = 1}, FieldViolation {field = 1, description = 2}.
+            violation = _pb_field(1, _pb_field(2, message.encode()))
+            body += _pb_field(3, _pb_field(1, _BAD_REQUEST_TYPE.encode()) + _pb_field(2, violation))
+        return body, PROTOBUF
+    doc: dict[str, Any] = {"code": code, "message": message}
+    if status == 400:
+        doc["details"] = [{"@type": _BAD_REQUEST_TYPE, "fieldViolations": [{"description": message}]}]
+    return orjson.dumps(doc), JSON
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _pb_field(number: int, payload: bytes) -> bytes:
+    # A length-delimited field (wire type 2): a string, bytes or a message.
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
 
 
 # --- the record, from either encoding ------------------------------------------------------
