@@ -134,3 +134,28 @@ def test_429_with_retry_after_while_the_journal_is_full(tmp_path: Path, schema: 
         assert statuses[-1] == 429 and set(statuses[:-1]) == {200}
     finally:
         svc.kill()
+
+
+def test_create_with_an_id_that_exists_is_stored_again_never_409(es: Es) -> None:
+    # Elasticsearch answers a create whose _id exists 409 version_conflict_engine_exception.
+    # logsvc keeps no ids (records are append-only): every create is stored and answered 201
+    # "created", the _id kept in extra._id, so a shipper that retries a batch after a lost
+    # answer (at least once) leaves duplicates that extra._id tells apart. 201 is what
+    # Filebeat (each item's "status"), Fluent Bit and Vector ("errors", then each item's
+    # "status") count as delivered (docs/reliability.md, "Limits, stated").
+    tag = uuid.uuid4().hex
+    body = (
+        b'{"create":{"_index":"app","_id":"dup-1"}}\n{"message":"first %s"}\n'
+        b'{"create":{"_index":"app","_id":"dup-1"}}\n{"message":"second %s"}\n'
+    ) % (tag.encode(), tag.encode())
+    for _ in range(2):  # the same ids in one body, and the whole body sent again
+        status, _, answer = es.request("POST", "/_bulk", body)
+        assert status == 200 and answer["errors"] is False
+        for item in answer["items"]:
+            (created,) = item.values()
+            assert set(item) == {"create"}
+            assert created["status"] == 201 and created["result"] == "created"
+            assert created["_id"] == "dup-1" and created["_index"] == "app" and "error" not in created
+    rows = es.wait_rows(4, "message LIKE %s", [f"% {tag}"])
+    assert sorted(r["message"].split()[0] for r in rows) == ["first", "first", "second", "second"]
+    assert {r["extra"]["_id"] for r in rows} == {"dup-1"} and {r["extra"]["_index"] for r in rows} == {"app"}
