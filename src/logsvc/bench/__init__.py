@@ -107,6 +107,16 @@ def add_parser(sub: Any) -> None:
         help="UDP formats: the service's /metrics, read before and after the run for its "
         f"datagram drop counter (default: {DEFAULT_METRICS_URL}; skipped if unreachable)",
     )
+    flood.add_argument(
+        "--client",
+        choices=("frames", "stock", "acked"),
+        default="frames",
+        help="--format pickle: how records are sent. frames (default): pre-encoded SocketHandler "
+        "frames, the service's ceiling; stock: LogRecords through logging.handlers.SocketHandler; "
+        "acked: through logsvc_client.Handler (acknowledged, spooled; each sender waits for its last "
+        "acknowledgement, and the report adds the emit-to-ack latency). Both handler clients report "
+        "how long each handle() call took (emit_p50_us, emit_p99_us)",
+    )
     flood.add_argument("--connections", type=int, default=8, help="sending connections (default: 8)")
     flood.add_argument("--records", type=int, default=1_000_000, help="records in total (default: 1,000,000)")
     flood.add_argument(

@@ -55,6 +55,10 @@ def run_flood(args: argparse.Namespace) -> int:
         rate = args.rate or None
     if args.http_batch < 1:
         raise ConfigError("--http-batch must be at least 1")
+    if args.client != "frames" and (fmt != "pickle" or args.null):
+        raise ConfigError(
+            "--client stock|acked hands LogRecords to a handler: only with --format pickle, without --null"
+        )
     run_id = uuid.uuid4().hex[:12]
     counts = [c for c in _split(args.records, args.connections) if c]
     if args.null:
@@ -66,7 +70,7 @@ def run_flood(args: argparse.Namespace) -> int:
     watch, counter = attach(args, run_id, fmt)
     result = Result("flood", run_id, sent=sum(counts), service_pid=watch.pid)
     dropped_before = read_metric(args.metrics_url, _DROPPED_METRIC) if datagrams else None
-    load = Load(fmt, args.host, args.port, run_id, rate, args.http_batch)
+    load = Load(fmt, args.host, args.port, run_id, rate, args.http_batch, args.client, args.timeout)
     procs, go, results = start_senders(load, counts)
     update, stop = progress_bar(len(counts), "senders finished", args.json)
     watch.start()
@@ -93,6 +97,8 @@ def run_flood(args: argparse.Namespace) -> int:
         "completion": ending,
         "senders_failed": len(counts) - len(stats),
     }
+    if args.client != "frames":
+        result.extra.update(client_figures(args.client, stats))
     if datagrams:
         dropped_after = read_metric(args.metrics_url, _DROPPED_METRIC)
         result.extra["send_errors"] = sum(s["errors"] for s in stats)
@@ -116,6 +122,28 @@ def run_flood(args: argparse.Namespace) -> int:
     counter.close()
     status = report(result, args.json)
     return status if not result.extra.get("http_non_200") else 1
+
+
+def client_figures(client: str, stats: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the senders' handlers measured: the time each handle() took, and for the acked
+    client the time from emit() to the server's acknowledgement and its own counters."""
+    out: dict[str, Any] = {"client": client}
+    emit = sorted(t for s in stats for t in s.get("emit_ns", []))
+    if emit:
+        out["emit_p50_us"] = round(_pct(emit, 0.50) / 1000, 1)
+        out["emit_p99_us"] = round(_pct(emit, 0.99) / 1000, 1)
+    if client == "acked":
+        lat = sorted(t for s in stats for t in s.get("ack_latency_s", []))
+        if lat:
+            out["ack_latency_p50_ms"] = round(_pct(lat, 0.50) * 1000, 2)
+            out["ack_latency_p99_ms"] = round(_pct(lat, 0.99) * 1000, 2)
+        for key in ("acked", "resent", "client_dropped", "reconnects"):
+            out[key] = sum(s.get(key, 0) for s in stats)
+    return out
+
+
+def _pct(values: list[Any], q: float) -> Any:
+    return values[min(len(values) - 1, int(q * len(values)))]
 
 
 def _null_receiver(port_q: Any, expected: int) -> None:

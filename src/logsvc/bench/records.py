@@ -31,6 +31,7 @@ import logging
 import logging.handlers
 import os
 import socket
+from collections.abc import Iterator
 from time import time_ns
 from typing import Any
 
@@ -83,8 +84,14 @@ def flood_frames(run_id: str, sender: int, count: int) -> bytes:
 
 def _pickle_records(run_id: str, sender: int, count: int) -> list[bytes]:
     handler = logging.handlers.SocketHandler("localhost", 0)
+    return [handler.makePickle(rec) for rec in flood_log_records(run_id, sender, count)]
+
+
+def flood_log_records(run_id: str, sender: int, count: int) -> Iterator[logging.LogRecord]:
+    """``count`` LogRecords of one sender, made one at a time as ``logger.info`` would; the last
+    is marked. The pickle formats are these records as SocketHandler frames; ``flood --client``
+    hands them to a real handler instead."""
     pid = os.getpid()
-    frames = []
     for n in range(count):
         rec = logging.LogRecord(
             "bench.flood", logging.INFO, "/srv/app/bench.py", 42, MESSAGE, (pid, n), None, "flood"
@@ -94,8 +101,7 @@ def _pickle_records(run_id: str, sender: int, count: int) -> list[bytes]:
         rec.i = f"{sender}:{n}"
         if n == count - 1:
             rec.last = True
-        frames.append(handler.makePickle(rec))
-    return frames
+        yield rec
 
 
 def _utc_now_iso() -> str:

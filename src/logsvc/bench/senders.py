@@ -14,8 +14,11 @@ with each 200 awaited. Senders never read PostgreSQL; counting is
 from __future__ import annotations
 
 import http.client
+import logging
+import logging.handlers
 import multiprocessing
 import queue
+import random
 import socket
 import time
 from collections.abc import Callable
@@ -25,7 +28,13 @@ from typing import Any
 
 import orjson
 
-from logsvc.bench.records import DATAGRAM_FORMATS, HTTP_FORMATS, flood_records, otlp_bodies
+from logsvc.bench.records import (
+    DATAGRAM_FORMATS,
+    HTTP_FORMATS,
+    flood_log_records,
+    flood_records,
+    otlp_bodies,
+)
 from logsvc.errors import LogsvcError
 
 SEND_CHUNK_BYTES = 256 * 1024
@@ -42,6 +51,8 @@ class Load:
     run_id: str
     rate: float | None = None  # records/s per sender; None: as fast as the service takes them
     http_batch: int = DEFAULT_HTTP_BATCH
+    client: str = "frames"  # frames: pre-encoded; stock or acked: LogRecords through a handler
+    timeout: float = 600.0  # acked: how long a sender waits for its last acknowledgement
 
 
 class _Pacer:
@@ -78,7 +89,9 @@ def _batches(records: list[bytes], size: int) -> list[tuple[bytes, int]]:
 def _flood_sender(load: Load, sender: int, count: int, ready: Any, go: EventT, results: Any) -> None:
     stats: dict[str, Any] = {"sender": sender, "errors": 0}
     # Encode and connect before the clock starts; only the sending is measured.
-    if load.fmt == "otlp":
+    if load.client != "frames":
+        send = _handler_sender(load, sender, count, stats)
+    elif load.fmt == "otlp":
         send = _http_sender(load, otlp_bodies(load.run_id, sender, count, load.http_batch), stats)
     else:
         records = flood_records(load.fmt, load.run_id, sender, count)
@@ -112,6 +125,64 @@ def _stream_sender(load: Load, records: list[bytes]) -> Callable[[], None]:
             sock.sendall(data)
             done += n
         sock.close()
+
+    return send
+
+
+# Emit times kept per sender for the run's percentiles (a uniform sample beyond this).
+EMIT_SAMPLES = 20_000
+
+
+def _handler_sender(load: Load, sender: int, count: int, stats: dict[str, Any]) -> Callable[[], None]:
+    """LogRecords handed one by one to a real handler: stock SocketHandler or logsvc_client's.
+
+    Each ``handle()`` is timed (what the application waits per record). The acked sender then
+    waits for its last acknowledgement (``flush``) and reports the handler's figures; its
+    spool blocks emit() up to ``load.timeout`` when full, so the bench measures backpressure
+    rather than counting drops.
+    """
+    handler: logging.Handler
+    if load.client == "acked":
+        from logsvc_client import Handler
+
+        acked = Handler(load.host, load.port, block_timeout=load.timeout, close_timeout=load.timeout)
+        if not acked.wait_connected(30):
+            raise LogsvcError(f"the acked client could not connect to {load.host}:{load.port}")
+        handler = acked
+    else:
+        stock = logging.handlers.SocketHandler(load.host, load.port)
+        stock.createSocket()
+        if stock.sock is None:
+            raise LogsvcError(f"SocketHandler could not connect to {load.host}:{load.port}")
+        handler = stock
+
+    def send() -> None:
+        clock = time.perf_counter_ns
+        times: list[int] = []
+        pacer = _Pacer(load.rate)
+        burst = _burst(load.rate)
+        for k, rec in enumerate(flood_log_records(load.run_id, sender, count)):
+            if k % burst == 0:
+                pacer.wait(k)
+            t0 = clock()
+            handler.handle(rec)
+            times.append(clock() - t0)
+        stats["emitted"] = time.monotonic()
+        if len(times) > EMIT_SAMPLES:
+            times = random.sample(times, EMIT_SAMPLES)
+        stats["emit_ns"] = times
+        if isinstance(handler, logging.handlers.SocketHandler):
+            handler.close()
+            return
+        handler.flush()
+        st = handler.stats()
+        lat = handler.ack_latencies()
+        stats["ack_latency_s"] = random.sample(lat, min(len(lat), EMIT_SAMPLES))
+        stats["acked"] = st["acked"]
+        stats["resent"] = st["resent"]
+        stats["client_dropped"] = sum(st["dropped"].values())
+        stats["reconnects"] = st["reconnects"]
+        handler.close()
 
     return send
 
