@@ -274,6 +274,26 @@ class Handler(logging.Handler):
         if not self._started:
             self._start()
 
+    def wait_connected(self, timeout: float) -> bool:
+        """Start the sender now (it otherwise starts at the first record) and wait until it has
+        a connection with the server's WELCOME, ``timeout`` seconds at most.
+
+        Returns:
+            True if connected; False after the timeout (the sender keeps trying).
+        """
+        if not self._started:
+            self._start()
+        deadline = time.monotonic() + timeout
+        while not self._sender.connected:
+            if time.monotonic() >= deadline or self._closed:
+                return False
+            time.sleep(0.005)
+        return True
+
+    def ack_latencies(self) -> list[float]:
+        """The latency samples behind ``stats()["ack_latency_s"]``: seconds, emit to ACK."""
+        return list(self._sender.stats.latencies)
+
     def stats(self) -> dict[str, Any]:
         """The handler's figures, as a dict (a snapshot; cheap enough to poll).
 
