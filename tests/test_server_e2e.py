@@ -167,7 +167,7 @@ def test_a_corrupt_journal_block_is_reported_and_every_intact_record_shipped(
     tmp_path: Path, dsn: str, schema: str, where: float, lost: str
 ) -> None:
     from logsvc.journal import Journal
-    from logsvc.store.copyfmt import RowEncoder
+    from logsvc.store.copyfmt import ROW_FORMAT, RowEncoder
 
     data = tmp_path / "data"
     enc = RowEncoder()
@@ -177,7 +177,7 @@ def test_a_corrupt_journal_block_is_reported_and_every_intact_record_shipped(
         for block in range(3):
             seq = j.next_seq
             rows = [enc.encode({"msg": f"b{block}", "created": now}, seq + i, "x", ts) for i in range(10)]
-            j.append(b"".join(rows), 10, expected_first_seq=seq)
+            j.append(b"".join(rows), 10, expected_first_seq=seq, row_format=ROW_FORMAT)
         (segment,) = j.segment_paths
     raw = bytearray(segment.read_bytes())
     raw[int(len(raw) * where)] ^= 0xFF  # a flipped byte inside one block

@@ -16,7 +16,7 @@ import pytest
 
 from logsvc.journal import encode_block_v1, segment_name
 from logsvc.store import schema as sch
-from logsvc.store.copyfmt import RowEncoder
+from logsvc.store.copyfmt import PLAIN_ROW_END, RowEncoder
 from tests.helpers import Service, counts, join_clients, start_clients, wait_for
 
 pytestmark = pytest.mark.slow
@@ -33,10 +33,12 @@ def _old_journal(directory: Path, blocks: int, per_block: int) -> str:
     data = b""
     seq = 1
     for b in range(blocks):
+        # Layout 1: this release's rows without the stream columns it added.
         rows = [
             enc.encode(
                 {"msg": f"old {b}/{i}", "name": "upgrade", "created": now, "run": "old"}, seq + i, "old", ts
-            )
+            ).removesuffix(PLAIN_ROW_END)
+            + b"\n"
             for i in range(per_block)
         ]
         data += encode_block_v1(seq, per_block, b"".join(rows))
@@ -46,10 +48,13 @@ def _old_journal(directory: Path, blocks: int, per_block: int) -> str:
 
 
 def _version_1_schema(dsn: str, schema: str) -> None:
-    """The schema as logsvc 0.1 created it: no journal column, schema_version 1."""
+    """The schema as logsvc 0.1 created it: no journal or stream columns, schema_version 1."""
     with psycopg.connect(dsn, autocommit=True) as c:
         c.execute(sch.create_sql(schema))
-        c.execute(f"ALTER TABLE {schema}.records DROP COLUMN journal")
+        c.execute(
+            f"ALTER TABLE {schema}.records DROP COLUMN journal, DROP COLUMN stream, DROP COLUMN stream_seq"
+        )
+        c.execute(f"DROP TABLE {schema}.streams")
         c.execute(f"UPDATE {schema}.meta SET value = '1' WHERE key = 'schema_version'")
         # A row stored by the old release, before the upgrade.
         c.execute(

@@ -67,6 +67,16 @@ class Metrics:
     isolation_seconds_total: float = 0.0
     records_dead_lettered: int = 0
     dead_lettered_by_sqlstate: Counter[str] = field(default_factory=Counter)
+    # The acknowledged protocol (docs/protocol.md). Records of a stream that were had already,
+    # left out by where: "server" (at or below the stream's written seq, never journaled
+    # again) or "postgresql" (already in streams.seqs when their batch committed).
+    acked_duplicates: Counter[str] = field(default_factory=Counter)
+    acked_sessions: int = 0  # acknowledged-protocol connections that said HELLO
+    acked_sent: int = 0  # ACK frames sent
+    # Records sent after a gap in their stream's seqs (the client dropped records under its
+    # spool policy): counted as gaps, by the number of seqs missing.
+    acked_seq_gaps: int = 0
+    journal_syncs_for_acks: int = 0  # fdatasyncs made because an acknowledgement waited
 
     def observe_batch(self, seconds: float) -> None:
         """Count one committed batch's latency in the histogram."""

@@ -40,6 +40,7 @@ from logsvc.console import build as build_console
 from logsvc.ingest.app import HttpApp
 from logsvc.ingest.intake import Intake
 from logsvc.journal import Journal
+from logsvc.journal.streams import StreamPositions
 from logsvc.journal.writer import JournalWriter
 from logsvc.metrics import Metrics
 from logsvc.store.copyfmt import RowEncoder
@@ -117,7 +118,9 @@ class Server:
             writer, m, registry, self.figures, lambda: self.stopping, r, st.assume_timezone,
             console=None if console is None else console.handle, console_claims=Console.claims,
         )  # fmt: skip
-        self.intake = Intake(r, writer, m, st, app.for_listener, max_connections)
+        streams = StreamPositions()
+        streams.load(self.journal)
+        self.intake = Intake(r, writer, m, st, app.for_listener, max_connections, streams)
         self.intake.bind_all()
         r.add_before_poll(writer.flush)
         r.add_signal_handler(signal.SIGTERM, self._on_stop_signal)

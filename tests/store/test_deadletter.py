@@ -21,7 +21,7 @@ from logsvc.journal import Journal
 from logsvc.loop import Reactor
 from logsvc.metrics import Metrics
 from logsvc.store import pgproto
-from logsvc.store.copyfmt import COLUMN_NAMES, RowEncoder
+from logsvc.store.copyfmt import COLUMN_NAMES, ROW_FORMAT, RowEncoder
 from logsvc.store.deadletter import DeadLetter, decode_row, read_entries
 from logsvc.store.sink import IDLE, ISOLATING, ROWS_REJECTED, PgSink, classify
 from tests.helpers import run_until
@@ -73,7 +73,7 @@ class Rig:
             )
             for i in range(n)
         ]
-        self.journal.append(b"".join(rows), n, expected_first_seq=seq)
+        self.journal.append(b"".join(rows), n, expected_first_seq=seq, row_format=ROW_FORMAT)
         self.sink.notify_appended()
 
     def settled(self) -> bool:

@@ -81,7 +81,8 @@ def schema_batch(name: str, frm: int, to: int) -> str:
 
 
 def row(seq: int, msg: str = "m") -> bytes:
-    fields = [str(seq), "2026-01-01 00:00:00+00", "2026-01-01 00:00:01+00"] + ["\\N"] * 15 + ["\\N"]
+    # seq, created, received, 15 more columns, extra, stream, stream_seq (copyfmt.COLUMNS)
+    fields = [str(seq), "2026-01-01 00:00:00+00", "2026-01-01 00:00:01+00"] + ["\\N"] * 15 + ["\\N"] * 3
     fields[6] = msg
     return ("\t".join(fields) + "\n").encode()
 

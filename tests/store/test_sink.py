@@ -12,7 +12,7 @@ import pytest
 from logsvc.journal import Journal
 from logsvc.loop import Reactor
 from logsvc.metrics import Metrics
-from logsvc.store.copyfmt import RowEncoder
+from logsvc.store.copyfmt import ROW_FORMAT, RowEncoder
 from logsvc.store.sink import IDLE, SHIPPING, PgSink
 from tests.helpers import run_until
 
@@ -43,7 +43,7 @@ class Rig:
             self.enc.encode({"msg": f"{msg} {i}", "created": now, "name": "t"}, seq + i, "test", ts)
             for i in range(n)
         ]
-        self.journal.append(b"".join(rows), n, expected_first_seq=seq)
+        self.journal.append(b"".join(rows), n, expected_first_seq=seq, row_format=ROW_FORMAT)
         self.sink.notify_appended()
 
     def close(self) -> None:

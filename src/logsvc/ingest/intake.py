@@ -42,6 +42,7 @@ from logsvc.ingest.app import ListenerConfig
 from logsvc.ingest.datagram import DatagramReader, udp_drops
 from logsvc.ingest.http import App, HttpConnection
 from logsvc.ingest.stream import RECV_CHUNK_BYTES, StreamConnection
+from logsvc.journal.streams import StreamPositions
 from logsvc.journal.writer import JournalWriter
 from logsvc.metrics import Metrics
 from logsvc.wire import (
@@ -117,6 +118,7 @@ class Intake:
         metrics: connection and byte counts.
         settings: the listeners, limits and timeouts.
         http_app: answers complete HTTP requests (``ingest.app``).
+        streams: the acknowledged protocol's stream positions (loaded from the journal).
         max_connections: clients at once (the open-file limit may have lowered the setting).
     """
 
@@ -128,8 +130,11 @@ class Intake:
         settings: Settings,
         http_app: Callable[[ListenerConfig], App],
         max_connections: int,
+        streams: StreamPositions | None = None,
     ) -> None:
         self.reactor = reactor
+        # The acknowledged protocol's streams: positions and who uses each (docs/protocol.md).
+        self.streams = streams if streams is not None else StreamPositions()
         self.writer = writer
         self.metrics = metrics
         self.settings = settings
@@ -350,8 +355,14 @@ class Intake:
             return StreamConnection(
                 self, sock, peer, kind, Decoder(SyslogFramer(cap), fmt), partial(setattr, fmt, "now")
             )
+        # Pickle listeners also speak the acknowledged protocol, told apart by its preamble.
         return StreamConnection(
-            self, sock, peer, kind, Decoder(LengthPrefixFramer(max_frame_bytes=cap), PickleFormat())
+            self,
+            sock,
+            peer,
+            kind,
+            Decoder(LengthPrefixFramer(max_frame_bytes=cap), PickleFormat()),
+            acked=True,
         )
 
     def syslog_format(self) -> SyslogFormat:

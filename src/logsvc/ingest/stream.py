@@ -30,8 +30,10 @@ from typing import TYPE_CHECKING
 
 from logsvc import loop as _loop
 from logsvc.errors import ProtocolError, RecordRejected
+from logsvc.ingest.acked import AckedSession
 from logsvc.record import RecordDict
 from logsvc.wire import NEED_DATA, Decoder
+from logsvc.wire.acked import PREAMBLE_HEAD, AckedDecoder
 
 if TYPE_CHECKING:
     from logsvc.ingest.intake import Intake
@@ -67,7 +69,9 @@ class StreamConnection:
         "partial_since",
         "peer",
         "read_scheduled",
+        "session",
         "set_now",
+        "sniff",
         "sock",
     )
 
@@ -79,19 +83,30 @@ class StreamConnection:
         kind: str,
         decoder: Decoder,
         set_now: Callable[[float], None] | None = None,
+        *,
+        acked: bool = False,
     ) -> None:
         self._intake = intake
         self.sock = sock
         self.fd = sock.fileno()
         self.peer = peer
         self.kind = kind  # the listener kind, for metrics labels: "pickle", "json", "syslog"
-        self.decoder = decoder
+        self.decoder: Decoder | AckedDecoder = decoder
         self.set_now = set_now  # tells a format the receive time (RFC 3164 has no year)
         self.closed = False
         self.handshaking = isinstance(sock, ssl.SSLSocket)
         self.last_active = time.monotonic()  # of the last byte received (or of accept)
         self.partial_since = 0.0  # monotonic time a started frame has been waiting since; 0: none
         self.read_scheduled = False  # a read is queued for the next turn (see schedule_read)
+        # A pickle listener also speaks the acknowledged protocol (docs/protocol.md): its first
+        # four bytes decide. Until they are in, they wait here (``acked``: the listener may).
+        self.sniff: bytearray | None = bytearray() if acked else None
+        self.session: AckedSession | None = None
+
+    @property
+    def events(self) -> int:
+        """The epoll events this connection is registered for when it has nothing to write."""
+        return EV_TLS if isinstance(self.sock, ssl.SSLSocket) else EV_READ
 
     def start(self) -> None:
         self._intake.reactor.register(self.fd, EV_TLS if self.handshaking else EV_READ, self._on_event)
@@ -100,6 +115,8 @@ class StreamConnection:
         self.schedule_read()
 
     def _on_event(self, events: int) -> None:
+        if events & _loop.EPOLLOUT and self.session is not None:
+            self.session.on_writable()
         if not self.read_scheduled:  # else the queued read will see these bytes too
             self.read()
 
@@ -153,7 +170,11 @@ class StreamConnection:
             if n == 0:
                 eof = True
                 break
-            dec.feed(view[:n])
+            if self.sniff is None:
+                dec.feed(view[:n])
+            else:
+                self._sniff(view[:n])
+                dec = self.decoder
             nread += n
         else:
             # Budget spent with data possibly left in the kernel (or in OpenSSL's buffer):
@@ -165,9 +186,26 @@ class StreamConnection:
             if not self._decode():
                 return
         if eof:
-            dec.feed(b"")
+            if self.sniff is not None:  # fewer than four bytes, ever: the stock decoder judges them
+                self.decoder.feed(self.sniff)
+                self.sniff = None
+            self.decoder.feed(b"")
             if self._decode():
                 self.close("eof")
+
+    def _sniff(self, data: memoryview) -> None:
+        # The first bytes of a pickle listener's connection: a stock frame or the preamble?
+        sniff = self.sniff
+        assert sniff is not None
+        sniff += data
+        if len(sniff) < len(PREAMBLE_HEAD):
+            return
+        self.sniff = None
+        if sniff[: len(PREAMBLE_HEAD)] == PREAMBLE_HEAD:
+            self.session = AckedSession(self, self._intake)
+            self.kind = "acked"
+            self.decoder = self.session.decoder
+        self.decoder.feed(sniff)
 
     def _handshake(self) -> bool:
         """Advance a TLS handshake; True once it is done."""
@@ -188,6 +226,7 @@ class StreamConnection:
         # Every complete record; a bad one that leaves the stream in step is counted and
         # skipped. A ProtocolError (the stream is lost) propagates.
         dec = self.decoder
+        assert isinstance(dec, Decoder)
         rejected = self._intake.metrics.records_rejected
         while True:
             try:
@@ -201,7 +240,8 @@ class StreamConnection:
 
     def _decode(self) -> bool:
         """Hand every complete record to the writer; False if the connection was closed."""
-        dec = self.decoder
+        if self.session is not None:
+            return self.session.decode()
         now = time.time()
         if self.set_now is not None:
             self.set_now(now)
@@ -214,12 +254,16 @@ class StreamConnection:
             self.close(exc.reason)
             return False
         finally:
-            # Slowloris clock: runs while a started frame is held and no frame completes.
-            if n or not dec.buffered_bytes:
-                self.partial_since = 0.0
-            if dec.buffered_bytes and not self.partial_since:
-                self.partial_since = time.monotonic()
+            self.slow_clock(n > 0)
         return True
+
+    def slow_clock(self, progressed: bool) -> None:
+        """The slowloris clock: runs while a started frame is held and no frame completes."""
+        buffered = self.decoder.buffered_bytes
+        if progressed or not buffered:
+            self.partial_since = 0.0
+        if buffered and not self.partial_since:
+            self.partial_since = time.monotonic()
 
     def close(self, reason: str, exc: BaseException | None = None) -> None:
         if self.closed:
@@ -234,6 +278,8 @@ class StreamConnection:
             pass
         m = intake.metrics
         m.placeholders += self.decoder.placeholders
+        if self.session is not None:
+            self.session.closed()
         intake.forget(self, reason)
         if reason == "error":
             log.warning("Closing %s after a socket error: %s.", self.peer, exc)

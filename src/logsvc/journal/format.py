@@ -114,7 +114,8 @@ MAX_SEQ = (1 << 64) - 1  # first_seq is a u64; the last record of a block must f
 # this release writes; it moves up whenever ``COLUMNS`` changes, and the shipper picks the
 # column list by each block's ``row_format``. The journal only carries the number (1..65535).
 ROW_FORMAT_V1 = 1
-ROW_FORMAT_DEFAULT = ROW_FORMAT_V1
+ROW_FORMAT_V2 = 2  # + stream, stream_seq (the acknowledged protocol)
+ROW_FORMAT_DEFAULT = ROW_FORMAT_V1  # what append() assumes unless told (callers name theirs)
 MAX_ROW_FORMAT = 0xFFFF
 
 _pack_v2 = _HEADER_V2.pack

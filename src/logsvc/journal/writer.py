@@ -56,7 +56,7 @@ from logsvc import loop as _loop
 from logsvc.journal.segment import Journal
 from logsvc.metrics import Metrics
 from logsvc.record import RecordDict
-from logsvc.store.copyfmt import ROW_FORMAT, RowEncoder
+from logsvc.store.copyfmt import ROW_FORMAT, RowEncoder, with_stream
 
 log = logging.getLogger("logsvc.journal")
 
@@ -92,6 +92,7 @@ class _Block:
     nbytes: int = 0
     kinds: Counter[str] = field(default_factory=Counter)  # rows by listener kind
     waiters: list[Durable] = field(default_factory=list)
+    synced_waiters: list[Durable] = field(default_factory=list)  # told after an fdatasync
 
 
 class JournalWriter:
@@ -135,6 +136,7 @@ class JournalWriter:
         self._retry: _loop.Timer | None = None
         self._skip_target = 0  # a skip_to that failed, retried before anything is appended
         self._parked: dict[object, Callable[[], None]] = {}
+        self._unsynced: list[Durable] = []  # told once the next fdatasync has succeeded
         self.state = IntakeState.OPEN
         self._closed = False
 
@@ -188,18 +190,65 @@ class JournalWriter:
                 self._metrics.records_read[kind] += total
         return total
 
-    def when_durable(self, callback: Durable) -> None:
+    def write_stream(
+        self, records: Iterable[tuple[int, RecordDict]], stream: bytes, kind: str, peer: str, received: float
+    ) -> int:
+        """``write`` for the acknowledged protocol: each record with its stream seq.
+
+        ``stream`` is the stream id (32 lower-case hex digits); every row carries it and the
+        record's stream seq (``records.stream``, ``stream_seq``), by which PostgreSQL keeps
+        each record of a stream once (``store.streams``). Blocks and seqs as ``write``.
+        """
+        enc = self._encoder.encode
+        ts = self._encoder.timestamp(received)
+        seq = self.next_seq
+        rows = []
+        for stream_seq, rec in records:
+            try:
+                row = enc(rec, seq, peer, ts)
+            except Exception as exc:
+                self._encode_failed(kind, exc)
+                continue
+            rows.append(with_stream(row, stream, stream_seq))
+            seq += 1
+        # Rows are added in pieces of at most a block, so a block is sealed where write() would.
+        blk = self._open
+        for row in rows:
+            blk.rows.append(row)
+            blk.nbytes += len(row)
+            blk.kinds[kind] += 1
+            self.next_seq += 1
+            if blk.nbytes >= self._block_bytes:
+                self._seal()
+                blk = self._open
+                if not self._appends_blocked:
+                    self._flush_sealed()
+        if rows:
+            self._metrics.records_read[kind] += len(rows)
+        return len(rows)
+
+    def when_durable(self, callback: Durable, *, synced: bool = False) -> None:
         """Call ``callback(True)`` once every record written so far is in the journal.
 
-        ``callback(False)`` if the writer is closed before that (the service stopped with the
-        journal failing). With nothing pending, it is called on the next loop turn.
+        With ``synced``, only once it is also on disk: the writer makes one fdatasync per
+        flush for all such callbacks (acknowledgements), whatever ``--fsync`` says (except
+        ``never``, where nothing is ever synced). ``callback(False)`` if the writer is closed
+        before that (the service stopped with the journal failing). With nothing pending, it
+        is called on the next loop turn (for ``synced``, after a sync if one is owed).
         """
         if self._open.rows:
-            self._open.waiters.append(callback)
+            blk = self._open
         elif self._sealed:
-            self._sealed[-1].waiters.append(callback)
+            blk = self._sealed[-1]
+        elif synced:
+            # Appended already, maybe not synced yet (journal.sync() is a no-op if it was).
+            self._unsynced.append(callback)
+            self._reactor.call_soon(self._sync_waiting)
+            return
         else:
             self._reactor.call_soon(lambda: callback(True))
+            return
+        (blk.synced_waiters if synced else blk.waiters).append(callback)
 
     # -- flushing --------------------------------------------------------------------------
 
@@ -243,11 +292,33 @@ class JournalWriter:
             m.records_journaled.update(blk.kinds)
             for waiter in blk.waiters:
                 waiter(True)
+            self._unsynced.extend(blk.synced_waiters)
             if self.on_appended is not None:
                 self.on_appended()
+        if not self._sync_for_waiters():
+            return False
         if "journal_write" in self._faults:
             self.clear_fault("journal_write")
         self.check_room()
+        return True
+
+    def _sync_waiting(self) -> None:
+        self._sync_for_waiters()
+
+    def _sync_for_waiters(self) -> bool:
+        # One fdatasync for every acknowledgement waiting on appended blocks (group commit).
+        if not self._unsynced:
+            return True
+        try:
+            self._journal.sync()
+        except Exception as exc:
+            # Appended but not known to be on disk: nobody is told yet; retried with the blocks.
+            self._write_failed(exc)
+            return False
+        self._metrics.journal_syncs_for_acks += 1
+        waiters, self._unsynced = self._unsynced, []
+        for waiter in waiters:
+            waiter(True)
         return True
 
     def _write_failed(self, exc: BaseException) -> None:
@@ -337,7 +408,11 @@ class JournalWriter:
             blk.rows[:] = renumbered
             blk.nbytes = sum(map(len, renumbered))
         self.next_seq = nxt
-        self._open = _Block(nxt, waiters=self._open.waiters)
+        self._open = _Block(nxt, waiters=self._open.waiters, synced_waiters=self._open.synced_waiters)
+
+    @property
+    def journal_id(self) -> str:
+        return self._journal.journal_id
 
     # -- the intake state ------------------------------------------------------------------
 
@@ -452,9 +527,14 @@ class JournalWriter:
         self._closed = True
         self._reactor.cancel(self._retry)
         left = self.pending_records
+        self._sync_for_waiters()
+        for waiter in self._unsynced:
+            waiter(False)
+        self._unsynced.clear()
         for blk in (*self._sealed, self._open):
-            for waiter in blk.waiters:
+            for waiter in (*blk.waiters, *blk.synced_waiters):
                 waiter(False)
             blk.waiters.clear()
+            blk.synced_waiters.clear()
         self._parked.clear()
         return left

@@ -65,6 +65,10 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("stack_info", "text"),
     ("peer", "text"),
     ("extra", "jsonb"),
+    # Records sent over the acknowledged protocol (docs/protocol.md): the client's stream and
+    # its seq for the record, by which PostgreSQL keeps each of them once. NULL otherwise.
+    ("stream", "uuid"),
+    ("stream_seq", "bigint"),
 )
 COLUMN_NAMES: tuple[str, ...] = tuple(name for name, _ in COLUMNS)
 
@@ -72,10 +76,16 @@ COLUMN_NAMES: tuple[str, ...] = tuple(name for name, _ in COLUMNS)
 # shipper names the COPY columns by it, so a release that changes the layout still ships a
 # backlog an older release left in the journal. A new layout gets the next number; the old
 # ones stay in ``COPY_COLUMNS`` for as long as an upgrade may find them in a journal.
-ROW_FORMAT = 1
+ROW_FORMAT = 2
 COPY_COLUMNS: dict[int, tuple[str, ...]] = {
-    1: COLUMN_NAMES,  # logsvc 0.1: every block of the previous release (LSJ1)
+    1: COLUMN_NAMES[:-2],  # logsvc 0.1: up to extra (LSJ1 blocks, and LSJ2 before streams)
+    2: COLUMN_NAMES,  # + stream, stream_seq
 }
+# How every row of layout 2 ends when it belongs to no stream: stream and stream_seq NULL.
+# Data never holds a raw tab or newline (COPY escapes them), so a block whose count of this
+# suffix equals its row count holds no stream rows: the shipper's test, at memmem speed.
+PLAIN_ROW_END = b"\t\\N\t\\N\n"
+_STREAM_NULLS = len(PLAIN_ROW_END) - 1  # the bytes ``with_stream`` replaces: \N\t\N\n
 _NCOLS = len(COLUMNS)
 
 _NULL = "\\N"
@@ -274,8 +284,8 @@ class RowEncoder:
             return self._encode_slow(rec, seq, peer, received_ts)
         extra_keys = rec.keys() - self._standard
         if not extra_keys:
-            return head + b"\\N\n"
-        return b"%s%s\n" % (head, self._json({k: rec[k] for k in extra_keys}))
+            return head + b"\\N\t\\N\t\\N\n"
+        return b"%s%s\t\\N\t\\N\n" % (head, self._json({k: rec[k] for k in extra_keys}))
 
     def _encode_slow(self, rec: RecordDict, seq: int, peer: str, received_ts: str) -> bytes:
         # Any record at all: missing keys, wrong types, text to escape or repair.
@@ -341,7 +351,7 @@ class RowEncoder:
             extra = self._json({k: rec[k] for k in extra_keys})
         else:
             extra = b"\\N"
-        return b"%s\t%s\n" % (head, extra)
+        return b"%s\t%s\t\\N\t\\N\n" % (head, extra)
 
     def _escape(self, s: str) -> str:
         if "\x00" in s:
@@ -449,6 +459,23 @@ class RowEncoder:
             # stored two ways depending on its neighbours (hypothesis found 2**63).
             return str(v)
         return v
+
+
+def with_stream(row: bytes, stream: bytes, stream_seq: int) -> bytes:
+    """Return ``row`` (as ``RowEncoder.encode`` made it) with its stream and stream seq set.
+
+    ``stream`` is the stream id as 32 lower-case hex digits (bytes); PostgreSQL reads that as
+    a uuid.
+    """
+    return b"%s%s\t%d\n" % (row[:-_STREAM_NULLS], stream, stream_seq)
+
+
+def stream_of(row: bytes) -> tuple[bytes, int] | None:
+    """The ``(stream, stream_seq)`` a layout-2 row carries, or None (a plain row)."""
+    if row.endswith(PLAIN_ROW_END):
+        return None
+    _, stream, seq = row.rsplit(b"\t", 2)
+    return stream, int(seq)
 
 
 def _copy_escape(js: bytes) -> bytes:

@@ -60,7 +60,7 @@ from typing import Any
 
 import orjson
 
-from logsvc.store.copyfmt import COLUMN_NAMES, COLUMNS
+from logsvc.store.copyfmt import COLUMNS, COPY_COLUMNS
 
 FILE_PREFIX = "deadletter-"
 FILE_SUFFIX = ".jsonl"
@@ -88,6 +88,9 @@ def _unescape_match(m: re.Match[str]) -> str:
     return _SIMPLE.get(char, char)
 
 
+_NAMES_BY_COUNT = {len(names): names for names in COPY_COLUMNS.values()}
+
+
 def decode_row(row: str) -> dict[str, Any] | None:
     """Unescape one COPY text row into ``{column: value}``; None if it has the wrong shape.
 
@@ -95,10 +98,12 @@ def decode_row(row: str) -> dict[str, Any] | None:
     becomes its JSON value where it parses; everything else stays text.
     """
     fields = row.removesuffix("\n").split("\t")
-    if len(fields) != len(COLUMN_NAMES):
+    # Each row layout has its own column count (copyfmt.COPY_COLUMNS): the count tells them apart.
+    names = _NAMES_BY_COUNT.get(len(fields))
+    if names is None:
         return None
     out: dict[str, Any] = {}
-    for name, raw in zip(COLUMN_NAMES, fields, strict=True):
+    for name, raw in zip(names, fields, strict=True):
         if raw == "\\N":
             out[name] = None
             continue

@@ -4,6 +4,9 @@ Objects, all inside one schema (``--schema``, default ``logsvc``)::
 
     meta(key, value)                   schema_version lives here
     shipped(journal_id, seq, updated)  how far each journal has been committed
+    streams(id, seqs, updated)         per stream of the acknowledged protocol, every seq
+                                       stored so far (an int8multirange); a batch leaves
+                                       out rows already in it (``store/streams.py``)
     records(...)                       the logs: range-partitioned by day on ``created``;
                                        ``journal`` says which journal a row came from
       records_YYYYMMDD                 one partition per UTC day, created ahead of time
@@ -48,8 +51,9 @@ import re
 from logsvc.errors import ConfigError, StoreError
 from logsvc.store.copyfmt import COLUMNS, COPY_COLUMNS, ROW_FORMAT
 
-# 1: logsvc 0.1. 2: records.journal, the journal each row came from.
-SCHEMA_VERSION = 2
+# 1: logsvc 0.1. 2: records.journal, the journal each row came from. 3: records.stream and
+# stream_seq, and the streams table (the acknowledged protocol's exactly-once, docs/protocol.md).
+SCHEMA_VERSION = 3
 
 # ``records.journal`` is not in the COPY rows: PostgreSQL fills it from the setting each batch
 # makes with SET LOCAL, in the batch's own transaction. Every row of a journal would otherwise
@@ -150,6 +154,19 @@ BEGIN
         ALTER TABLE {s}.records ADD COLUMN journal uuid DEFAULT {_JOURNAL_DEFAULT};
     END IF;
 END $$;
+-- Version 3: the acknowledged protocol's stream columns (nullable, no default: catalog only).
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = '{s}.records'::regclass
+                   AND attname = 'stream' AND NOT attisdropped) THEN
+        ALTER TABLE {s}.records ADD COLUMN stream uuid, ADD COLUMN stream_seq bigint;
+    END IF;
+END $$;
+CREATE TABLE IF NOT EXISTS {s}.streams (
+    id uuid PRIMARY KEY,
+    seqs int8multirange NOT NULL DEFAULT '{{}}',
+    updated timestamptz NOT NULL DEFAULT now()
+);
 UPDATE {s}.meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version' AND value::int < {SCHEMA_VERSION};
 CREATE TABLE IF NOT EXISTS {s}.records_default PARTITION OF {s}.records DEFAULT;
 CREATE INDEX IF NOT EXISTS records_created_brin ON {s}.records USING brin (created);
@@ -256,6 +273,8 @@ def retention_sql(schema: str, days: int, today: _dt.date) -> str:
     ``DROP`` of a partition takes an exclusive lock on ``records``; a long query holding it
     would make ingest queue behind the drop. So each drop waits at most 2 s for its lock and
     is otherwise skipped with a notice, to be retried at the next maintenance.
+
+    Streams of the acknowledged protocol not written for ``days`` days are forgotten too.
     """
     s = check_identifier(schema)
     if type(days) is not int or days < 1:
@@ -280,6 +299,8 @@ BEGIN
         END;
     END LOOP;
 END $$;
+-- Streams not written for as long: a client that comes back after that starts afresh.
+DELETE FROM {s}.streams WHERE updated < now() - interval '{days} days';
 """
 
 

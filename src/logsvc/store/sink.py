@@ -94,7 +94,7 @@ from logsvc.errors import JournalCorrupt, StoreError
 from logsvc.journal import Block, Journal
 from logsvc.metrics import Metrics
 from logsvc.pgwait import PgDriver
-from logsvc.store import pgproto, schema
+from logsvc.store import pgproto, schema, streams
 from logsvc.store.copyfmt import ROW_FORMAT
 from logsvc.store.deadletter import DeadLetter
 
@@ -570,10 +570,25 @@ class PgSink:
         started = time.monotonic()
         first_seq = self.shipped_seq + 1
         self._driver.start(
-            pgproto.copy_in(self._pgconn_ok(), sql, [b.payload for b in blocks]),
-            lambda _: self._on_committed(to_seq, count, started),
+            self._copy(sql, [b.payload for b in blocks], row_format),
+            lambda stored: self._on_committed(to_seq, count if stored is None else stored, started),
             lambda exc: self._on_batch_failed(exc, blocks, first_seq, to_seq),
         )
+
+    def _copy(self, sql: str, chunks: list[bytes], row_format: int) -> pgproto.PgGen[int | None]:
+        """The generator shipping ``chunks`` under ``sql``; returns the rows stored (None: all).
+
+        Rows of the acknowledged protocol's streams go through ``store.streams`` (exactly once
+        per stream seq, whichever instance stored it first); other batches are a plain COPY.
+        """
+        pgconn = self._pgconn_ok()
+        if row_format < 2 or not any(streams.has_stream_rows(c) for c in chunks):
+            yield from pgproto.copy_in(pgconn, sql, chunks)
+            return None
+        stored, duplicates = yield from streams.copy_dedup(pgconn, self._schema, sql, chunks)
+        if duplicates:
+            self._metrics.acked_duplicates["postgresql"] += duplicates
+        return stored
 
     def _corrupt_block(self, exc: JournalCorrupt) -> None:
         # A block failed its checksum when read back: handled as one found at open. The
@@ -686,12 +701,12 @@ class PgSink:
             self._isolation_step(
                 to_seq,
                 [b"".join(iso.rows[i:j])],
-                lambda: self._on_piece_committed(iso, i, j),
+                lambda stored: self._on_piece_committed(iso, j - i if stored is None else stored),
                 lambda exc: self._on_piece_failed(iso, i, j, exc),
             )
         elif self.shipped_seq < iso.to_seq:
             # Seqs after the last row (lost to journal corruption) are still in the batch.
-            self._isolation_step(iso.to_seq, [], lambda: self._isolate_next(), self._on_failure)
+            self._isolation_step(iso.to_seq, [], lambda _: self._isolate_next(), self._on_failure)
         else:
             self._isolation_done(iso)
 
@@ -699,10 +714,11 @@ class PgSink:
         self,
         to_seq: int,
         data: list[bytes],
-        on_done: Callable[[], None],
+        on_done: Callable[[int | None], None],
         on_error: Callable[[BaseException], None],
     ) -> None:
         # One transaction: advance the position from where it stands to to_seq, COPY data.
+        # on_done gets the rows stored (None: all of data; fewer when stream rows were had).
         assert self._isolation is not None and self.shipped_seq is not None
         self._isolation.transactions += 1
         self._metrics.isolation_transactions += 1
@@ -710,18 +726,18 @@ class PgSink:
             self._schema, self._journal.journal_id, self.shipped_seq, to_seq, self._isolation.row_format
         )
 
-        def done(_: Any) -> None:
+        def done(stored: int | None) -> None:
             if self.state != ISOLATING:
                 return
             self.shipped_seq = to_seq
             self._release()
-            on_done()
+            on_done(stored)
 
-        self._driver.start(pgproto.copy_in(self._pgconn_ok(), sql, data), done, on_error)
+        self._driver.start(self._copy(sql, data, self._isolation.row_format), done, on_error)
 
-    def _on_piece_committed(self, iso: _Isolation, i: int, j: int) -> None:
-        iso.stored += j - i
-        self._metrics.records_stored += j - i
+    def _on_piece_committed(self, iso: _Isolation, stored: int) -> None:
+        iso.stored += stored
+        self._metrics.records_stored += stored
         self._isolate_next()
 
     def _on_piece_failed(self, iso: _Isolation, i: int, j: int, exc: BaseException) -> None:
@@ -769,7 +785,7 @@ class PgSink:
                 )
         iso.dead += 1
         # An empty COPY over just this seq: the position passes the row, which is now on disk.
-        self._isolation_step(seq, [], self._isolate_next, self._on_failure)
+        self._isolation_step(seq, [], lambda _: self._isolate_next(), self._on_failure)
 
     def _isolation_done(self, iso: _Isolation) -> None:
         elapsed = time.monotonic() - iso.started

@@ -1,0 +1,208 @@
+"""The acknowledged protocol against a real service and a real PostgreSQL (docs/protocol.md).
+
+Spoken by ``tests/acked_raw.py`` (written from the specification, not the client library).
+Each test counts what went in and what is in ``records``: exactly once is measured.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import struct
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.acked_raw import PREAMBLE, RECORDS, RawClient, frame, hello, record_pickle, records
+from tests.helpers import Service, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def svc(tmp_path: Path, dsn: str, schema: str) -> Iterator[Service]:
+    s = Service(tmp_path / "a", dsn, schema).start()
+    yield s
+    s.kill()
+
+
+def stream_rows(s: Service, stream: str) -> list[int]:
+    return [r["stream_seq"] for r in s.rows("stream_seq", "stream = %s", [uuid.UUID(stream)])]
+
+
+def wait_stream(s: Service, stream: str, n: int) -> list[int]:
+    wait_for(lambda: len(stream_rows(s, stream)) >= n, 30, f"{n} rows of stream {stream}")
+    return sorted(stream_rows(s, stream))
+
+
+def test_records_are_acknowledged_and_stored_once_with_their_stream(svc: Service) -> None:
+    c = RawClient(svc.port)
+    welcome = c.open()
+    assert welcome["acked"] == 0 and welcome["max_frame_bytes"] >= 1 << 20 and welcome["window"] > 0
+    c.send_records(1, [f"m{i}" for i in range(1, 101)])
+    assert c.wait_ack(100) == 100
+    c.send_records(101, [f"m{i}" for i in range(101, 151)])
+    assert c.wait_ack(150) == 150
+    assert wait_stream(svc, c.stream, 150) == list(range(1, 151))
+    got = svc.rows("message, stream_seq, logger", "stream = %s", [uuid.UUID(c.stream)])
+    assert all(r["message"] == f"m{r['stream_seq']}" and r["logger"] == "acked.test" for r in got)
+    c.close()
+
+
+def test_a_resend_after_reconnect_is_not_stored_twice(svc: Service) -> None:
+    c = RawClient(svc.port)
+    c.open()
+    c.send_records(1, [f"m{i}" for i in range(1, 101)])
+    c.wait_ack(100)
+    c.close()
+    # The client did not hear the ACK (say): it resends 51..100 and goes on to 150.
+    c2 = RawClient(svc.port, c.stream)
+    assert c2.open()["acked"] == 100
+    c2.send_records(51, [f"m{i}" for i in range(51, 151)])
+    c2.wait_ack(150)
+    assert wait_stream(svc, c.stream, 150) == list(range(1, 151))
+    c2.close()
+
+
+def test_a_stream_in_use_is_refused_and_free_again_once_closed(svc: Service) -> None:
+    c = RawClient(svc.port)
+    c.open()
+    thief = RawClient(svc.port, c.stream)
+    thief.send(PREAMBLE + hello(c.stream))
+    err = thief.read_error()
+    assert err["error"] == "stream_busy"
+    # The owner is unaffected; once it closes, the stream may be used again.
+    c.send_records(1, ["a"])
+    c.wait_ack(1)
+    c.close()
+    acked: list[int] = []
+
+    def reopened() -> bool:
+        again = RawClient(svc.port, c.stream)
+        try:
+            acked.append(again.open()["acked"])
+            return True
+        except AssertionError:  # an ERROR frame: still busy (the close not seen yet)
+            return False
+        finally:
+            again.close()
+
+    wait_for(reopened, 10, "the stream to be free")
+    assert acked == [1]
+
+
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [
+        (b"\x89LOGSVX\n", "bad_preamble"),
+        (PREAMBLE + frame(0x01, b"not json"), "bad_hello"),
+        (PREAMBLE + frame(0x01, b'{"protocol": 2, "stream": "' + b"a" * 32 + b'"}'), "unsupported_protocol"),
+        (PREAMBLE + frame(0x01, b'{"protocol": 1, "stream": "../etc"}'), "bad_hello"),
+        (PREAMBLE + records(1, [b"x"]), "bad_hello"),  # RECORDS before HELLO
+        (PREAMBLE + hello("b" * 32) + frame(0x07, b""), "bad_frame"),
+        (PREAMBLE + hello("c" * 32) + struct.pack(">IB", 1 << 30, RECORDS), "frame_too_large"),
+        (PREAMBLE + hello("d" * 32) + records(5, [b"x"]) + records(5, [b"y"]), "seq_order"),
+        (PREAMBLE + hello("e" * 32) + records(0, [b"x"]), "seq_order"),
+        (
+            PREAMBLE + hello("f" * 32) + frame(RECORDS, struct.pack(">QI", 1, 1000) + b"\0\0\0\1x"),
+            "bad_frame",
+        ),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_hostile_input_gets_a_clear_refusal_and_others_go_on(svc: Service, data: bytes, code: str) -> None:
+    bad = RawClient(svc.port)
+    bad.send(data)
+    assert bad.read_error()["error"] == code
+    with pytest.raises((ConnectionError, OSError)):
+        bad.read_frame(timeout=5)
+    # Everyone else is served: an acknowledged client and a stock SocketHandler.
+    good = RawClient(svc.port)
+    good.open()
+    good.send_records(1, ["fine"])
+    good.wait_ack(1)
+    h = logging.handlers.SocketHandler("127.0.0.1", svc.port)
+    h.handle(logging.makeLogRecord({"msg": "stock", "name": "stock.client"}))
+    h.close()
+    svc.wait_rows(1, "message", "logger = 'stock.client'")
+    assert wait_stream(svc, good.stream, 1) == [1]
+    good.close()
+
+
+def test_a_forbidden_pickle_closes_the_connection_and_keeps_the_records_before_it(svc: Service) -> None:
+    c = RawClient(svc.port)
+    c.open()
+    hostile = b"cos\nsystem\n(S'true'\ntR."  # os.system("true"), as a pickle
+    c.send(records(1, [record_pickle("before"), hostile, record_pickle("after")]))
+    assert c.read_error()["error"] == "forbidden"
+    assert wait_stream(svc, c.stream, 1) == [1]
+    assert [r["message"] for r in svc.rows("message", "stream = %s", [uuid.UUID(c.stream)])] == ["before"]
+
+
+def test_an_undecodable_record_is_counted_acknowledged_and_not_resent_forever(svc: Service) -> None:
+    c = RawClient(svc.port)
+    c.open()
+    c.send(records(1, [record_pickle("one"), b"\x80\x04garbage", record_pickle("three")]))
+    assert c.wait_ack(3) == 3
+    assert wait_stream(svc, c.stream, 2) == [1, 3]
+    c.close()
+
+
+def test_two_instances_on_one_database_store_a_failed_over_stream_once(
+    tmp_path: Path, dsn: str, schema: str
+) -> None:
+    a = Service(tmp_path / "a", dsn, schema).start()
+    b = Service(tmp_path / "b", dsn, schema).start()
+    try:
+        stream = uuid.uuid4().hex
+        ca = RawClient(a.port, stream)
+        ca.open()
+        ca.send_records(1, [f"m{i}" for i in range(1, 61)])
+        ca.wait_ack(60)
+        ca.close()
+        # Failed over mid-window: B gets 41..120 (41..60 were had by A already), then the
+        # client resends 1..120 to B again, as after a restart from an old spool.
+        cb = RawClient(b.port, stream)
+        assert cb.open()["acked"] == 0  # B knows nothing of it: the client keeps its own
+        cb.send_records(41, [f"m{i}" for i in range(41, 121)])
+        cb.wait_ack(120)
+        cb.close()
+        cb2 = RawClient(b.port, stream)
+        assert cb2.open()["acked"] == 120
+        cb2.send_records(121, [f"m{i}" for i in range(121, 131)])
+        cb2.wait_ack(130)
+        cb2.close()
+        assert wait_stream(a, stream, 130) == list(range(1, 131))
+        with psycopg.connect(dsn) as conn:
+            (seqs,) = conn.execute(
+                f"SELECT seqs::text FROM {schema}.streams WHERE id = %s", [uuid.UUID(stream)]
+            ).fetchone() or (None,)
+        assert seqs == "{[1,131)}"
+    finally:
+        a.kill()
+        b.kill()
+
+
+def test_after_a_kill_the_restarted_service_knows_what_its_journal_holds(
+    tmp_path: Path, dsn: str, schema: str
+) -> None:
+    s = Service(tmp_path / "a", dsn, schema).start()
+    try:
+        c = RawClient(s.port)
+        c.open()
+        c.send_records(1, [f"m{i}" for i in range(1, 201)])
+        c.wait_ack(200)
+        c.close()
+        s.kill()
+        s.start()
+        c2 = RawClient(s.port, c.stream)
+        assert c2.open()["acked"] == 200
+        c2.send_records(150, [f"m{i}" for i in range(150, 211)])  # an overlap, as after a lost ACK
+        c2.wait_ack(210)
+        assert wait_stream(s, c.stream, 210) == list(range(1, 211))
+        c2.close()
+    finally:
+        s.kill()
