@@ -284,6 +284,56 @@ def test_a_forked_child_gets_its_own_sender_and_stream(
     assert server.store.count() == 50 and len(server.store.records) == 2
 
 
+def _sleep_child(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+def test_a_forked_child_does_not_hold_the_parents_connection_open(
+    server: FakeServer, handlers: list[logsvc_client.Handler]
+) -> None:
+    h = handler_for(handlers, server.port)
+    emit(h, 10)
+    h.flush()
+    p = multiprocessing.get_context("fork").Process(target=_sleep_child, args=(30,))
+    p.start()
+    try:
+        # The parent leaves its connection: the server must see it end, or it would refuse
+        # the parent's stream as busy on the next one (the child's copy kept it open).
+        h.switch_to("127.0.0.1", server.port)
+        emit(h, 10, 10)
+        h.flush(10)
+        wait_for(lambda: server.connections() == 1, 10, "the old connection to end")
+        assert len(server.hellos) == 2 and server.store.count() == 20
+    finally:
+        p.kill()
+        p.join(10)
+
+
+def test_emit_re_entered_from_stderr_is_counted_not_a_deadlock(
+    handlers: list[logsvc_client.Handler], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = handler_for(handlers, 1, spool_max_records=1, block_timeout=0)  # port 1: nothing acks
+    logger = logging.getLogger("stderr-into-logging")
+    logger.propagate = False
+    logger.addHandler(h)
+
+    class IntoLogging:
+        def write(self, text: str) -> None:
+            logger.error("stderr: %s", text)
+
+        def flush(self) -> None:
+            pass
+
+    monkeypatch.setattr(sys, "stderr", IntoLogging())
+    try:
+        emit(h, 1)
+        logger.error("fills the spool")  # full: the notice goes to stderr, i.e. into emit()
+    finally:
+        logger.removeHandler(h)
+        monkeypatch.undo()
+    assert h.stats()["dropped"] == {"spool_full": 2}  # the record, and the notice's record
+
+
 def test_unix_socket(tmp_path: Path, handlers: list[logsvc_client.Handler]) -> None:
     path = str(tmp_path / "s.sock")
     server = FakeServer(unix_path=path).start()

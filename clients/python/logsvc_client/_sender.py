@@ -7,7 +7,7 @@ Per connection::
     drop from the spool every record up to WELCOME.acked (the server has them)
     loop: take records from the first unsent one on, at most window - in flight of them and
           max_frame_bytes in one RECORDS frame; send without blocking; read ACKs, trim the
-          spool; sleep in select() on the socket and a wake-up socketpair emit() writes to
+          spool; sleep in poll() on the socket and a wake-up socketpair emit() writes to
           when the thread is idle
 
 Any failure (refused, reset, EOF, an ERROR frame, a frame this client cannot read) closes the
@@ -44,7 +44,7 @@ FRAME_MAX_RECORDS = 256
 # cover the whole window, and a sample per record would hold the GIL for as long again.
 SAMPLES_PER_ACK = 32
 BACKOFF_MIN = 0.1
-# The longest the thread sleeps in select() between its timers (fsync interval, acked file).
+# The longest the thread sleeps in poll() between its timers (fsync interval, acked file).
 TICK_SECONDS = 0.2
 # While records come, the thread polls the spool this often instead of being woken by emit()
 # (up to 1 ms more latency to the ACK, and no system call in emit()); it stops polling once none
@@ -108,6 +108,9 @@ class Sender:
         self._stopping = False
         self._kick = threading.Event()  # cuts a back-off short (stop, switch_to)
         self._sent_high = 0  # highest seq ever written to a socket by this process
+        self._sock: socket.socket | None = None  # the connection, for a forked child to close
+        self._worked = False  # the current connection got an ACK
+        self._switched = False  # it ended for switch_to()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -143,6 +146,19 @@ class Sender:
         for s in (self._wake_r, self._wake_w):
             s.close()
 
+    def abandon(self) -> None:
+        """In a forked child: close the parent's descriptors (its thread does not exist here).
+
+        Closing the child's copy of the connection leaves the parent's connection open; left
+        open, it would keep the stream busy at the server after the parent reconnects.
+        """
+        for s in (self._sock, self._wake_r, self._wake_w):
+            if s is not None:
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
     def alive(self) -> bool:
         return self._thread.is_alive()
 
@@ -151,36 +167,50 @@ class Sender:
     def _run(self) -> None:
         delay = BACKOFF_MIN
         while not self._stopping:
-            if self._switch_to is not None:
-                self._use(self._switch_to)
             try:
-                sock, welcome = self._connect(self.address)
-            except (OSError, proto.ProtocolError, _Disconnected) as e:
-                self.stats.connect_failures += 1
-                self._note(e)
-                self._next_address()
-                self._backoff(delay)
-                delay = min(delay * 2, self.cfg.backoff_max)
-                continue
-            self.stats.connects += 1
-            self.connected = True
-            try:
-                worked = self._stream(sock, welcome)
-            except (OSError, proto.ProtocolError, _Disconnected) as e:
-                self._note(e)
-                worked = True
-            finally:
-                self.connected = False
-                sock.close()
+                worked = self._once()
+            except Exception as e:  # a bug here must not end the thread: the records wait
+                self.stats.errors["internal"] = self.stats.errors.get("internal", 0) + 1
+                self.warn("internal", f"logsvc_client: the sender failed: {e!r}; it carries on")
+                worked = False
             if self._stopping:
                 break
-            # A connection that worked and then ended (a restart of the service): try again
-            # at once, with a little jitter so that many clients do not come back in step.
-            delay = BACKOFF_MIN if worked else min(delay * 2, self.cfg.backoff_max)
-            self._backoff(random.uniform(0, BACKOFF_MIN) if worked else delay)
+            if worked:
+                # A connection that was acknowledged and then ended (a restart of the service):
+                # try again at once, with a little jitter so clients do not come back in step.
+                delay = BACKOFF_MIN
+                self._backoff(BACKOFF_MIN)
+            else:
+                self._backoff(delay)
+                delay = min(delay * 2, self.cfg.backoff_max)
         self._sync()
         with self.spool.cond:
             self.spool.save_acked()
+
+    def _once(self) -> bool:
+        """One connection, from connecting to its end; True if the server acknowledged on it."""
+        if self._switch_to is not None:
+            self._use(self._switch_to)
+        try:
+            sock, welcome = self._connect(self.address)
+        except (OSError, proto.ProtocolError, _Disconnected) as e:
+            self.stats.connect_failures += 1
+            self._note(e)
+            self._next_address()
+            return False
+        self.stats.connects += 1
+        self.connected = True
+        self._sock = sock
+        self._worked = self._switched = False
+        try:
+            self._stream(sock, welcome)
+        except (OSError, proto.ProtocolError, _Disconnected) as e:
+            self._note(e)
+        finally:
+            self.connected = False
+            self._sock = None
+            sock.close()
+        return self._worked or self._switched
 
     def _use(self, address: Address) -> None:
         self._switch_to = None
@@ -250,11 +280,10 @@ class Sender:
         self._reader = reader
         return sock, frame
 
-    def _stream(self, sock: socket.socket, welcome: proto.Welcome) -> bool:
-        """Send and read until the connection ends or the thread stops.
+    def _stream(self, sock: socket.socket, welcome: proto.Welcome) -> None:
+        """Send and read until the connection ends, the thread stops or switch_to() is called.
 
-        Returns:
-            True once the server acknowledged something or the connection was closed on purpose.
+        Sets ``_worked`` once the server acknowledges something on this connection.
         """
         sock.setblocking(False)
         spool, st, cfg = self.spool, self.stats, self.cfg
@@ -268,12 +297,14 @@ class Sender:
         next_seq = acked + 1  # the first seq not sent on this connection
         sent_through = acked
         out: memoryview | None = None
-        worked = False
         reader = self._reader
         fsync_due = time.monotonic() + cfg.fsync_interval
         save_due = time.monotonic() + TICK_SECONDS
         last_sent = 0.0
-        fds = [sock, self._wake_r]
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        poller.register(self._wake_r, select.POLLIN)
+        writing = False
         while not self._stopping and self._switch_to is None:
             progressed = False
             if out is None and sent_through - acked < window:
@@ -322,7 +353,7 @@ class Sender:
                         if frame.seq > acked:
                             acked = frame.seq
                             self._acked(frame.seq)
-                            worked = progressed = True
+                            self._worked = progressed = True
                     elif isinstance(frame, proto.Error):
                         raise _Disconnected(frame.error, frame.message)
                     else:
@@ -335,6 +366,13 @@ class Sender:
                 with spool.cond:
                     spool.save_acked()
                 save_due = now + TICK_SECONDS
+                if spool.write_errors:
+                    self.warn(
+                        "spool_write",
+                        "logsvc_client: writing the spool directory failed (disk full? see "
+                        "stats()['spool_write_errors']); records are still sent, but those not "
+                        "on disk are lost if the process dies before they are acknowledged",
+                    )
             if progressed and out is None:
                 continue
             # Nothing to do right now. While records come (the last one sent less than
@@ -353,7 +391,11 @@ class Sender:
                 if more:
                     self.idle = False
                     continue
-            select.select(fds, [sock] if out is not None else [], [], wait)
+            # poll(), not select(): an application may hold more than FD_SETSIZE descriptors.
+            if writing != (out is not None):
+                writing = out is not None
+                poller.modify(sock, select.POLLIN | select.POLLOUT if writing else select.POLLIN)
+            poller.poll(wait * 1000)
             if self.idle:
                 self.idle = False
                 try:
@@ -361,7 +403,7 @@ class Sender:
                         pass
                 except _WOULD_BLOCK:
                     pass
-        return True if self._switch_to is not None else worked
+        self._switched = self._switch_to is not None
 
     def _acked(self, seq: int) -> None:
         spool = self.spool

@@ -88,6 +88,7 @@ class Spool:
         self._head = 0
         self.next_seq = 1
         self.nbytes = 0
+        self.write_errors = 0  # disk spool: writes that failed (the records stay in memory)
         # Every seq up to this needs no sending: acknowledged, or dropped by policy.
         self.done_seq = 0
 
@@ -225,7 +226,6 @@ class DiskSpool(Spool):
         self._retired: list[int] = []  # segments rotated out, for sync() to fsync and close
         self._fd_size = 0
         self._unsynced = False
-        self.write_errors = 0
         self.torn_bytes = 0  # cut from segment tails at open
         self._acked_written = 0
         self._recover()
@@ -329,7 +329,11 @@ class DiskSpool(Spool):
             except OSError:
                 self.write_errors += 1  # the record is still sent; a restart may reuse seqs
         if self._fd < 0 or self._fd_size >= self.segment_bytes:
-            self._rotate(seq)
+            try:
+                self._rotate(seq)
+            except OSError:  # no new segment (EMFILE, ENOSPC, permissions): memory only
+                self.write_errors += 1
+                return super().put(payload, created)
         rec = _REC.pack(len(payload), 0, seq, created)
         crc = zlib.crc32(payload, zlib.crc32(rec[_CRC_FROM:]))
         data = rec[:4] + crc.to_bytes(4, "big") + rec[_CRC_FROM:] + payload

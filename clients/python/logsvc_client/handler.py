@@ -13,6 +13,7 @@ import logging
 import os
 import ssl
 import sys
+import threading
 import time
 import weakref
 from collections.abc import Iterable, Sequence
@@ -130,6 +131,8 @@ class Handler(logging.Handler):
         self._warned: set[str] = set()
         self._dropped: dict[str, int] = {}
         self._full = False  # in a "spool full" episode
+        self._notice = ""  # a note for stderr, written once the spool's lock is released
+        self._emitting = 0  # the thread inside emit(), to catch emit() re-entered
         self._closed = False
         self._flush_gave_up = 0.0
         self._spool = self._new_spool(spool_dir)
@@ -168,12 +171,25 @@ class Handler(logging.Handler):
             )
             return
         spool = self._spool
-        with spool.cond:
-            if spool.has_room(len(payload)):
-                self._full = False  # an episode of a full spool ends when a record fits again
-            elif not self._make_room(spool, len(payload)):
-                return
-            spool.put(payload, time.time())
+        me = threading.get_ident()
+        if self._emitting == me:
+            # emit() inside emit() on one thread: stderr routed into logging, say. Taking the
+            # spool's lock again would deadlock; the record is counted instead.
+            self._drop("recursion")
+            return
+        self._emitting = me
+        try:
+            with spool.cond:
+                if spool.has_room(len(payload)):
+                    self._full = False  # an episode of a full spool ends when a record fits again
+                elif not self._make_room(spool, len(payload)):
+                    return
+                spool.put(payload, time.time())
+        finally:
+            self._emitting = 0
+            if self._notice:  # said outside the lock (stderr might lead back into logging)
+                notice, self._notice = self._notice, ""
+                _stderr(notice)
         if not self._started:
             self._start()
         self._sender.wake()
@@ -210,7 +226,7 @@ class Handler(logging.Handler):
     def _episode(self, spool: Spool, what: str) -> None:
         if not self._full:
             self._full = True
-            _stderr(
+            self._notice = (
                 f"logsvc_client: the spool is full ({len(spool):,} records, {spool.nbytes:,} bytes "
                 f"unacknowledged; server {self._address()}); {what} until it drains. "
                 "Counted in stats()['dropped']."
@@ -299,7 +315,8 @@ class Handler(logging.Handler):
 
         Keys: ``spool_records``, ``spool_bytes``, ``oldest_unacked_age_s``, ``stream``,
         ``sent`` (resends included), ``resent``, ``acked``, ``dropped`` (by reason:
-        ``spool_full``, ``drop_oldest``, ``too_large``, ``encode_error``, ``closed``),
+        ``spool_full``, ``drop_oldest``, ``too_large``, ``encode_error``, ``closed``,
+        ``recursion``),
         ``reconnects``, ``connect_failures``, ``errors`` (by kind), ``connected``, ``server``,
         ``ack_latency_s`` (count, p50, p99, max: seconds from emit() to the ACK, over the
         last 100,000 samples; each ACK adds up to 32 samples spread over the records it covers),
@@ -375,6 +392,7 @@ class Handler(logging.Handler):
         # records twice): the child keeps its records in memory, under a stream of its own.
         old = self._spool
         old.abandon()
+        self._sender.abandon()
         if old.persistent and not self._closed:
             _stderr(
                 f"logsvc_client: process {os.getpid()} was forked from {os.getppid()}; its records are "
