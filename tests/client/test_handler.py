@@ -254,6 +254,32 @@ def test_a_disk_spool_resends_after_a_restart_of_the_application(
     assert len(server.store.records) == 1
 
 
+def test_an_application_killed_with_sigkill_loses_nothing_with_a_disk_spool(
+    server: FakeServer, handlers: list[logsvc_client.Handler], tmp_path: Path
+) -> None:
+    code = (
+        "import logging, sys, time, logsvc_client\n"
+        f"h = logsvc_client.Handler('127.0.0.1', {server.port}, spool_dir={str(tmp_path)!r})\n"
+        "for i in range(5000):\n"
+        "    h.handle(logging.LogRecord('t', 20, 'p', 1, 'm %d', (i,), None))\n"
+        "print('emitted', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    server.hold_acks = True  # some records reach the server, none is acknowledged
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "emitted\n"
+    finally:
+        child.kill()  # SIGKILL: no close(), no flush, no atexit
+        child.wait(10)
+    server.hold_acks = False
+    h = handler_for(handlers, server.port, spool_dir=tmp_path)
+    h.flush(20)
+    assert messages(server.store) == [f"m {i}" for i in range(5000)]
+    # The server's WELCOME said what it had: nothing it had was sent twice.
+    assert server.store.duplicates == 0 and len(server.store.records) == 1
+
+
 def _child_logs(port: int, n: int) -> None:
     # The handler was made by the parent before the fork.
     for h in logging.getLogger("forked").handlers:

@@ -139,6 +139,8 @@ class Handler(logging.Handler):
         self._sender = Sender(self._spool, self._settings, self._warn)
         self._started = False
         _HANDLERS.add(self)
+        if len(self._spool):
+            self._start()  # a disk spool left records unacknowledged: send them now
 
     def _new_spool(self, spool_dir: str | os.PathLike[str] | None) -> Spool:
         if spool_dir is None:
@@ -238,8 +240,10 @@ class Handler(logging.Handler):
         Returns once they are, or after the timeout (then they stay in the spool and are
         still sent).
         """
-        if self._closed or not self._started:
+        if self._closed or not len(self._spool):
             return
+        if not self._started:
+            self._start()
         done = self._wait_acked(self.close_timeout if timeout is None else timeout)
         self._flush_gave_up = 0.0 if done else time.monotonic()
 
