@@ -1,0 +1,354 @@
+"""The same faults with the acknowledging handler (``logsvc_client.Handler``, issue 11).
+
+Every client here logs through ``logsvc_client.Handler`` instead of the stock
+``SocketHandler``, with the same tags as the stock fault tests (``extra={"run", "client",
+"n"}``, ``tests/faults/helpers.py``), so ``tally`` measures loss and duplicates the same way.
+Where the stock handler loses the records of an outage (docs/reliability.md, "never
+accepted"), this handler keeps them in its spool and sends them again; the service and
+PostgreSQL keep each once. Each test asserts 0 lost and 0 duplicated, and reports its row
+for docs/reliability.md.
+
+A client's record counts as logged once ``emit()`` returned for it (``sent``); a client
+killed with SIGKILL kills itself right after an ``emit()`` returned, so what it logged is
+exactly known, and its successor (same spool directory) goes on from the next ``n``.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import random
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import logsvc_client
+from tests.faults.conftest import ReliabilityRow
+from tests.faults.helpers import LOGGER, MESSAGE, metric, tally
+from tests.helpers import Service, counts, wait_for
+
+pytestmark = pytest.mark.slow
+
+CLIENTS = 3
+# The emit() bound the handler documents for a full spool (block_timeout) plus scheduling
+# slack on a shared 2-core machine: no emit may take longer, whatever the service does.
+BLOCK_TIMEOUT_S = 1.0
+EMIT_BOUND_S = BLOCK_TIMEOUT_S + 0.5
+
+
+def _acked_main(
+    ports: list[int],
+    index: int,
+    run: str,
+    first_n: int,
+    max_count: int,
+    pause: float,
+    spool_dir: str | None,
+    die_at: int,
+    stop: Any,
+    sent: Any,
+    emit_max_us: Any,
+    left: Any,
+) -> None:
+    handler = logsvc_client.Handler(
+        "127.0.0.1",
+        ports[0],
+        failover=[("127.0.0.1", p) for p in ports[1:]],
+        spool_dir=spool_dir,
+        block_timeout=BLOCK_TIMEOUT_S,
+        backoff_max=0.5,
+        close_timeout=90.0,
+    )
+    logger = logging.getLogger(LOGGER)
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    pid = os.getpid()
+    deadline = time.monotonic() + 240
+    n = first_n
+    worst = 0
+    while n < first_n + max_count and time.monotonic() < deadline:
+        if n % 16 == 0 and stop.is_set():
+            break
+        t0 = time.perf_counter_ns()
+        logger.info(MESSAGE, pid, n, extra={"run": run, "client": index, "n": n})
+        worst = max(worst, time.perf_counter_ns() - t0)
+        n += 1
+        sent[index] = n
+        emit_max_us[index] = max(emit_max_us[index], worst // 1000)
+        if n == die_at:
+            os.kill(pid, signal.SIGKILL)  # right after an emit() returned: nothing flushed
+        if pause:
+            time.sleep(pause)
+    handler.close()  # waits (close_timeout) until the service acknowledged everything
+    left[index] = handler.stats()["spool_records"]
+
+
+class AckedClients:
+    """Forked processes logging tagged records through ``logsvc_client.Handler``."""
+
+    def __init__(
+        self, ports: list[int], procs: int, run: str, *, pause: float, max_count: int = 10**6
+    ) -> None:
+        self.ctx = multiprocessing.get_context("fork")
+        self.ports, self.run, self.pause, self.max_count = ports, run, pause, max_count
+        self._stop = self.ctx.Event()
+        self._sent: Any = self.ctx.RawArray("q", procs)
+        self._emit_max_us: Any = self.ctx.RawArray("q", procs)
+        self._left: Any = self.ctx.RawArray("q", [-1] * procs)
+        self.procs: list[multiprocessing.process.BaseProcess] = []
+        for i in range(procs):
+            self.spawn(i)
+
+    def spawn(self, i: int, *, spool_dir: str | None = None, die_at: int = -1, first_n: int = 0) -> None:
+        p = self.ctx.Process(
+            target=_acked_main,
+            args=(self.ports, i, self.run, first_n, self.max_count - first_n, self.pause, spool_dir, die_at,
+                  self._stop, self._sent, self._emit_max_us, self._left),
+        )  # fmt: skip
+        if i < len(self.procs):
+            self.procs[i] = p
+        else:
+            self.procs.append(p)
+
+    def start(self) -> AckedClients:
+        for p in self.procs:
+            if p.pid is None:
+                p.start()
+        return self
+
+    @property
+    def sent(self) -> list[int]:
+        return list(self._sent)
+
+    @property
+    def emit_max_s(self) -> float:
+        return float(max(self._emit_max_us)) / 1e6
+
+    @property
+    def left_in_spool(self) -> list[int]:
+        return list(self._left)
+
+    def stop(self, timeout: float = 120.0) -> None:
+        """Stop logging; each client's close() then waits for its acknowledgements."""
+        self._stop.set()
+        self.join(timeout)
+
+    def join(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for p in self.procs:
+            p.join(max(0.1, deadline - time.monotonic()))
+        alive = [p for p in self.procs if p.is_alive()]
+        self.kill()
+        assert not alive, f"{len(alive)} client processes did not finish within {timeout:g} s"
+        assert all(p.exitcode == 0 for p in self.procs), [p.exitcode for p in self.procs]
+
+    def kill(self) -> None:
+        for p in self.procs:
+            if p.is_alive():
+                p.kill()
+                p.join(10)
+
+
+def _report(
+    reliability_row: ReliabilityRow,
+    fault: str,
+    done: str,
+    t: Any,
+    svc: Service,
+    clients: AckedClients,
+    **figures: Any,
+) -> None:
+    reliability_row(
+        fault=f"{fault} (acknowledging handler)",
+        done=done,
+        tally=t,
+        peak_rss_mb=svc.peak_rss_mb,
+        figures={"emit_max_s": round(clients.emit_max_s, 3), **figures},
+        not_accepted=0,
+    )
+
+
+def test_sigkill_at_ten_moments_under_load_loses_and_duplicates_nothing(
+    tmp_path: Path, dsn: str, schema: str, reliability_row: ReliabilityRow
+) -> None:
+    seed = random.randrange(1 << 32)
+    rng = random.Random(seed)
+    svc = Service(tmp_path / "data", dsn, schema)
+    svc.start()
+    clients = AckedClients([svc.port], CLIENTS, "acked-sigkill", pause=0.0005)
+    svc_port = svc.port
+    kills = 0
+    try:
+        clients.start()
+        for _ in range(10):
+            # A random moment: after each client logged a random number more records.
+            before, more = clients.sent, rng.randrange(100, 1500)
+            wait_for(
+                lambda before=before, more=more: all(  # type: ignore[misc]
+                    s >= b + more for s, b in zip(clients.sent, before, strict=True)
+                ),
+                60,
+                f"clients to log {more} more (seed {seed})",
+            )
+            svc.kill()
+            kills += 1
+            svc.port = svc_port
+            svc.start()
+        clients.stop()
+        sent = clients.sent
+        wait_for(lambda: counts(dsn, schema)[0] >= sum(sent), 60, f"every record stored (seed {seed})")
+        assert svc.stop() == 0
+    finally:
+        clients.kill()
+        svc.kill()
+    t = tally(dsn, schema, "acked-sigkill", sent)
+    _report(
+        reliability_row,
+        "SIGKILL, restart",
+        f"the service SIGKILLed at 10 random moments (seed {seed}) under {CLIENTS} acknowledging clients, "
+        "restarted on the same port each time",
+        t,
+        svc,
+        clients,
+        kills=kills,
+    )
+    assert (t.lost, t.duplicated, t.unexpected, t.other_rows) == (0, 0, 0, 0), (seed, t.missing)
+    assert clients.left_in_spool == [0] * CLIENTS
+
+
+def test_postgresql_down_and_the_journal_full_clients_keep_everything_and_never_block(
+    tmp_path: Path, throwaway_pg: Any, reliability_row: ReliabilityRow
+) -> None:
+    outage_s = float(os.environ.get("LOGSVC_ACKED_OUTAGE_S", "60"))
+    dsn = throwaway_pg.get_uri()
+    schema = "acked_outage"
+    svc = Service(
+        tmp_path / "data", dsn, schema, "--journal-segment-bytes", "1MiB", "--journal-max-bytes", "4MiB"
+    )
+    svc.start()
+    clients = AckedClients([svc.port], CLIENTS, "acked-outage", pause=0.002)
+    try:
+        wait_for(lambda: "Connected to PostgreSQL" in svc.log(), 30, "the first connection")
+        clients.start()
+        wait_for(lambda: counts(dsn, schema)[0] >= 1000, 60, "records before the outage")
+        throwaway_pg._stop()
+        down_at = time.monotonic()
+        wait_for(lambda: "Journal is full" in svc.log(), 90, "the journal to fill while PostgreSQL is down")
+        full_at = time.monotonic()
+        full_state = metric(svc, "logsvc_intake_state", state="full")
+        wait_for(lambda: time.monotonic() - down_at >= outage_s, outage_s + 5, "the outage to last")
+        throwaway_pg.ensure_postgres_running()
+        clients.stop(timeout=180)
+        sent = clients.sent
+        wait_for(lambda: counts(dsn, schema)[0] >= sum(sent), 120, "every record stored")
+        assert svc.stop() == 0
+    finally:
+        clients.kill()
+        svc.kill()
+    t = tally(dsn, schema, "acked-outage", sent)
+    _report(
+        reliability_row,
+        "PostgreSQL outage",
+        f"PostgreSQL stopped {outage_s:g} s under {CLIENTS} acknowledging clients; the journal "
+        "(--journal-max-bytes 4MiB) filled and reads paused",
+        t,
+        svc,
+        clients,
+        journal_full_after_s=round(full_at - down_at, 1),
+    )
+    assert full_state == 1
+    assert (t.lost, t.duplicated, t.unexpected, t.other_rows) == (0, 0, 0, 0), t.missing
+    assert clients.emit_max_s <= EMIT_BOUND_S
+    assert clients.left_in_spool == [0] * CLIENTS
+
+
+def test_a_client_killed_and_restarted_on_its_spool_loses_and_duplicates_nothing(
+    tmp_path: Path, dsn: str, schema: str, reliability_row: ReliabilityRow
+) -> None:
+    svc = Service(tmp_path / "data", dsn, schema)
+    svc.start()
+    spools = [str(tmp_path / f"spool{i}") for i in range(CLIENTS)]
+    per_client = 6000
+    clients = AckedClients([svc.port], CLIENTS, "acked-client-kill", pause=0.0002, max_count=per_client)
+    rng = random.Random()
+    die = [rng.randrange(1000, 5000) for _ in range(CLIENTS)]
+    try:
+        for i in range(CLIENTS):
+            clients.spawn(i, spool_dir=spools[i], die_at=die[i])
+        clients.start()
+        for p in clients.procs:
+            p.join(120)
+        assert [p.exitcode for p in clients.procs] == [-signal.SIGKILL] * CLIENTS
+        assert clients.sent == die
+        # The successors: same spool, the next n. They resend what the dead ones never had acked.
+        for i in range(CLIENTS):
+            clients.spawn(i, spool_dir=spools[i], first_n=die[i])
+        clients.start()
+        clients.join(120)
+        sent = clients.sent
+        assert sent == [per_client] * CLIENTS
+        wait_for(lambda: counts(dsn, schema)[0] >= sum(sent), 60, "every record stored")
+        assert svc.stop() == 0
+    finally:
+        clients.kill()
+        svc.kill()
+    t = tally(dsn, schema, "acked-client-kill", sent)
+    _report(
+        reliability_row,
+        "Client SIGKILL",
+        f"each of {CLIENTS} acknowledging clients SIGKILLed right after an emit() (at n = {die}), "
+        "then restarted on the same spool directory",
+        t,
+        svc,
+        clients,
+    )
+    assert (t.lost, t.duplicated, t.unexpected, t.other_rows) == (0, 0, 0, 0), t.missing
+
+
+def test_two_instances_the_client_switched_mid_stream_loses_and_duplicates_nothing(
+    tmp_path: Path, dsn: str, schema: str, reliability_row: ReliabilityRow
+) -> None:
+    a = Service(tmp_path / "a", dsn, schema)
+    b = Service(tmp_path / "b", dsn, schema)
+    a.start()
+    b.start()
+    a_port = a.port
+    clients = AckedClients([a.port, b.port], CLIENTS, "acked-failover", pause=0.0005)
+    try:
+        clients.start()
+        wait_for(lambda: min(clients.sent) >= 2000, 60, "records through the first instance")
+        a.kill()  # mid-stream: the clients move to b with their unacknowledged records
+        before = clients.sent
+        wait_for(
+            lambda: all(s >= x + 2000 for s, x in zip(clients.sent, before, strict=True)),
+            60,
+            "b to take over",
+        )
+        # a comes back and ships what its journal held (some of which b also had).
+        a.port = a_port
+        a.start()
+        clients.stop()
+        sent = clients.sent
+        wait_for(lambda: counts(dsn, schema)[0] >= sum(sent), 60, "every record stored")
+        assert a.stop() == 0 and b.stop() == 0
+    finally:
+        clients.kill()
+        a.kill()
+        b.kill()
+    t = tally(dsn, schema, "acked-failover", sent)
+    _report(
+        reliability_row,
+        "Failover to a second instance",
+        f"two instances on one database; the first SIGKILLed under {CLIENTS} acknowledging clients, "
+        "which moved to the second, then restarted",
+        t,
+        b,
+        clients,
+    )
+    # (Seqs repeat across the two journals by design: rows are told apart by their journal.)
+    assert (t.lost, t.duplicated, t.unexpected, t.other_rows) == (0, 0, 0, 0), t.missing
