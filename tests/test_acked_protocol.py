@@ -17,6 +17,7 @@ import psycopg
 import pytest
 
 from tests.acked_raw import PREAMBLE, RECORDS, RawClient, frame, hello, record_pickle, records
+from tests.faults.helpers import metric
 from tests.helpers import Service, wait_for
 
 pytestmark = pytest.mark.slow
@@ -64,6 +65,7 @@ def test_a_resend_after_reconnect_is_not_stored_twice(svc: Service) -> None:
     c2.send_records(51, [f"m{i}" for i in range(51, 151)])
     c2.wait_ack(150)
     assert wait_stream(svc, c.stream, 150) == list(range(1, 151))
+    assert metric(svc, "logsvc_acked_duplicates_total", where="server") == 50
     c2.close()
 
 
@@ -181,6 +183,9 @@ def test_two_instances_on_one_database_store_a_failed_over_stream_once(
                 f"SELECT seqs::text FROM {schema}.streams WHERE id = %s", [uuid.UUID(stream)]
             ).fetchone() or (None,)
         assert seqs == "{[1,131)}"
+        # 41..60 reached PostgreSQL from both journals: whichever came second left them out.
+        dups = [metric(s, "logsvc_acked_duplicates_total", where="postgresql") for s in (a, b)]
+        assert sum(dups) == 20, dups
     finally:
         a.kill()
         b.kill()

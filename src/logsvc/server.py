@@ -214,6 +214,7 @@ class Server:
             encode_replaced_chars=enc.replaced_chars,
             encode_coerced_fields=enc.bad_fields,
             encode_truncated_fields=enc.truncated_fields,
+            acked_streams=len(self.intake.streams) if self.intake is not None else 0,
         )
 
     # -- timers ----------------------------------------------------------------------------

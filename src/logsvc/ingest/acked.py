@@ -28,6 +28,7 @@ small buffer for EPOLLOUT at worst.
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 import time
 from typing import TYPE_CHECKING
@@ -86,6 +87,10 @@ class AckedSession:
         self._ack_to = 0  # the last seq durable, to acknowledge
         self._ack_scheduled = False
         self._expected = 1  # the seq a gap-free RECORDS frame starts at
+        if conn.sock.family in (socket.AF_INET, socket.AF_INET6):
+            # An ACK is a small write that the client waits for: Nagle would hold one back
+            # until the client's delayed ACK of the previous one (40 ms on Linux).
+            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     # -- input -----------------------------------------------------------------------------
 

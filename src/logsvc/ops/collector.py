@@ -50,6 +50,7 @@ class Figures:
     encode_replaced_chars: int
     encode_coerced_fields: int
     encode_truncated_fields: int
+    acked_streams: int = 0  # streams of the acknowledged protocol with a position held
 
 
 def _labelled(
@@ -118,6 +119,31 @@ class LogsvcCollector(Collector):
             m.dead_lettered_by_sqlstate.items(),
         )
         yield gauge("records_pending", "Records read and not yet written to the journal.", f.pending_records)
+
+        # -- the acknowledged protocol (docs/protocol.md)
+        yield counter(
+            "acked_sessions", "Acknowledged-protocol connections that said HELLO.", m.acked_sessions
+        )
+        yield gauge("acked_streams", "Streams this service holds a position for.", f.acked_streams)
+        yield counter("acked_acks_sent", "ACK frames sent.", m.acked_sent)
+        yield _labelled(
+            "acked_duplicates",
+            "Records of a stream sent again that were had already, left out where: server (at or "
+            "below the stream's written seq) or postgresql (already stored, by another journal or "
+            "an earlier copy).",
+            ["where"],
+            m.acked_duplicates.items(),
+        )
+        yield counter(
+            "acked_seq_gaps",
+            "Stream seqs a client skipped (records it dropped under its spool policy).",
+            m.acked_seq_gaps,
+        )
+        yield counter(
+            "journal_syncs_for_acks",
+            "fdatasyncs of the journal made because acknowledgements waited (one per flush at most).",
+            m.journal_syncs_for_acks,
+        )
         yield counter(
             "placeholders",
             "Objects in a pickled record's extra replaced by a placeholder string.",
