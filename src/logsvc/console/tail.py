@@ -144,9 +144,11 @@ class Tail:
 
     def _look(self, sub: _Subscriber) -> None:
         params = [sub.cursor, *sub.params[1:]]
+        # The JSON is built for the rows sent only (the outer query), not for every new row.
         sql = (
-            f"SELECT {RECORD_JSON}, stored, count(*) OVER () FROM {self._schema}.records "
-            f"WHERE stored > $1::timestamptz AND {sub.where} ORDER BY stored DESC, seq DESC LIMIT {self._max}"
+            f"SELECT {RECORD_JSON}, stored, total FROM (SELECT *, count(*) OVER () AS total "
+            f"FROM {self._schema}.records WHERE stored > $1::timestamptz AND {sub.where} "
+            f"ORDER BY stored DESC, seq DESC LIMIT {self._max}) r ORDER BY stored DESC, seq DESC"
         )
 
         def got(rows: list[Row]) -> None:

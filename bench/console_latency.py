@@ -1,0 +1,110 @@
+"""Latency of the console's API on a large table (``bench/big_table.py``), request by request.
+
+Usage: python bench/console_latency.py --dsn DSN [--schema bench_big] [--rounds 20]
+
+Starts ``logsvc console`` on the schema (loopback, a free port), then times each kind of
+request the page makes, ``--rounds`` times each after one warm-up, over one keep-alive
+connection, and prints p50/p95/max in milliseconds (wall time on loopback: the server's
+time plus a fraction of a millisecond of HTTP). The ids for context and record come from
+the first search, so they are recent records, as the page's clicks are.
+"""
+
+# Copyright (c) logsvc developers
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+
+def start(dsn: str, schema: str, log: Path) -> tuple[subprocess.Popen[bytes], int]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "logsvc",
+        "console",
+        "--dsn",
+        dsn,
+        "--schema",
+        schema,
+        "--listen",
+        "127.0.0.1:0",
+    ]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        m = re.search(r"http://127\.0\.0\.1:(\d+)/", log.read_text())
+        if m:
+            return proc, int(m.group(1))
+        if proc.poll() is not None:
+            raise SystemExit(log.read_text())
+        time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("logsvc console did not start")
+
+
+def timed(conn: http.client.HTTPConnection, route: str, params: dict[str, Any]) -> tuple[float, Any]:
+    t = time.perf_counter()
+    conn.request("GET", f"/api/{route}?{urlencode(params)}")
+    resp = conn.getresponse()
+    body = json.loads(resp.read())
+    ms = (time.perf_counter() - t) * 1000
+    if resp.status != 200:
+        raise SystemExit(f"{route} {params}: {resp.status} {body}")
+    return ms, body
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--dsn", required=True)
+    p.add_argument("--schema", default="bench_big")
+    p.add_argument("--rounds", type=int, default=20)
+    a = p.parse_args()
+    log = Path(tempfile.mkdtemp()) / "console.log"
+    proc, port = start(a.dsn, a.schema, log)
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        _, first = timed(conn, "search", {"since": "1h", "q": "timeout"})
+        rid = first["records"][len(first["records"]) // 2]["id"]
+        cases: list[tuple[str, str, dict[str, Any]]] = [
+            ("first page, last hour, text filter", "search", {"since": "1h", "q": "timeout"}),
+            ("first page, last hour, no filter", "search", {"since": "1h"}),
+            ("first page, 24 h, level>=error", "search", {"since": "24h", "q": "level>=error"}),
+            (
+                "first page, 7 d, rare logger + text",
+                "search",
+                {"since": "7d", "q": "logger:app.billing timeout"},
+            ),
+            ("histogram, last hour", "histogram", {"since": "1h"}),
+            ("histogram, 24 h", "histogram", {"since": "24h"}),
+            ("histogram, 24 h, text filter", "histogram", {"since": "24h", "q": "timeout"}),
+            ("facets, last hour", "facets", {"since": "1h"}),
+            ("record by id", "record", {"id": rid}),
+            ("context by process, n=20", "context", {"id": rid, "by": "process", "n": 20}),
+            ("context by trace, n=20", "context", {"id": rid, "by": "trace", "n": 20}),
+        ]
+        print(f"{'request':<40} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}")
+        for name, route, params in cases:
+            timed(conn, route, params)  # warm-up
+            times = sorted(timed(conn, route, params)[0] for _ in range(a.rounds))
+            p95 = times[min(len(times) - 1, round(0.95 * (len(times) - 1)))]
+            print(f"{name:<40} {statistics.median(times):8.1f} {p95:8.1f} {times[-1]:8.1f}")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
+
+
+if __name__ == "__main__":
+    main()
