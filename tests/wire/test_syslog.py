@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import re
 import shutil
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -110,11 +112,11 @@ def test_separators_between_messages_are_skipped() -> None:
 
 
 def test_octet_count_over_the_cap_is_refused_before_the_body() -> None:
-    assert frames([b"10"], 100) == ["ERR:truncated"]  # could still become 10..99
-    assert frames([b"101"], 100) == ["ERR:oversized"]
-    assert frames([b"100 " + b"x" * 100], 100) == [b"x" * 100]
+    assert frames([b"10 <"], 100) == ["ERR:truncated"]  # a count: its body never came
+    assert frames([b"101 <"], 100) == ["ERR:oversized"]
+    assert frames([b"100 <" + b"x" * 99], 100) == [b"<" + b"x" * 99]
     dec = Decoder(SyslogFramer(100), RawFormat())
-    dec.feed(b"1000")
+    dec.feed(b"1000 <")
     with pytest.raises(ProtocolError) as info:
         dec.next_record()
     assert info.value.reason == "oversized"
@@ -126,17 +128,60 @@ def test_octet_count_of_ten_to_the_thirty() -> None:
     assert three_ways(data) == ["ERR:oversized"]
 
 
-@pytest.mark.parametrize("data", [b"0 x", b"012 <14>x", b"12a", b"12\n<14>x", b"3\x00abc", b"1" * 7])
-def test_bad_octet_counts_are_malformed(data: bytes) -> None:
-    result = frames([data])
-    assert result == ["ERR:malformed"] or (data == b"1" * 7 and result == ["ERR:oversized"])
+@pytest.mark.parametrize("data", [b"0 <14>x", b"012 <14>x"])
+def test_octet_counts_with_a_leading_zero_are_malformed(data: bytes) -> None:
+    assert three_ways(data) == ["ERR:malformed"]
+
+
+@pytest.mark.parametrize(
+    ("data", "messages"),
+    [
+        # Issue 14: a message with no <PRI> that starts with a digit was taken for an octet
+        # count (and cut the connection). A count is DIGITS SP "<"; anything else is a line.
+        (b"2026-11-29 12:00:00 started\n", [b"2026-11-29 12:00:00 started"]),
+        (b"404 not found\n<14>next\n", [b"404 not found", b"<14>next"]),
+        (b"0 x", [b"0 x"]),
+        (b"12a", [b"12a"]),
+        (b"12\n<14>x", [b"12", b"<14>x"]),
+        (b"3\x00abc", [b"3", b"abc"]),
+        (b"1" * 7, [b"1" * 7]),
+        (b"12  <14>two spaces\n", [b"12  <14>two spaces"]),
+        (b"5 <14>a" + b"17 no PRI, a count?\n" + b"5 <14>b", [b"<14>a", b"17 no PRI, a count?", b"<14>b"]),
+        (b"42", [b"42"]),  # at EOF: digits that never got their " <" are the last line
+        (b"42 ", [b"42 "]),
+    ],
+)
+def test_a_line_starting_with_digits_is_not_an_octet_count(data: bytes, messages: list[bytes]) -> None:
+    assert three_ways(data) == messages
+
+
+def test_a_run_of_digits_over_the_cap_is_an_oversized_line() -> None:
+    data = b"9" * 30 + b"\n<14>after\n"
+    assert three_ways(data, 20) == ["!oversized", b"<14>after"]
+    # More digits than the cap is a line whatever follows (decided before the rest arrives);
+    # fewer, and " <" after them, is a count over the cap.
+    assert three_ways(b"9" * 30 + b" <14>x", 20) == ["!oversized"]
+    assert three_ways(b"9" * 20 + b" <14>x", 20) == ["ERR:oversized"]
+
+
+def test_a_long_run_of_digits_fed_bytewise_is_scanned_once() -> None:
+    # 60,000 digits a byte at a time: each call looks at the new byte, not the whole run.
+    framer = SyslogFramer()
+    buf = ReceiveBuffer()
+    started = time.process_time()
+    for _ in range(60_000):
+        buf.feed(b"7")
+        assert framer.maybe_extract(buf) is None
+    buf.feed(b"\n")
+    assert framer.maybe_extract(buf) == b"7" * 60_000
+    assert time.process_time() - started < 5  # quadratic rescanning takes minutes
 
 
 def test_partial_messages_at_eof() -> None:
     assert three_ways(b"<14>last without trailer") == [b"<14>last without trailer"]
     assert three_ways(b"<14>a\n<14>last\r") == [b"<14>a", b"<14>last"]
     assert three_ways(octet(M2)[:-1]) == ["ERR:truncated"]
-    assert three_ways(b"42") == ["ERR:truncated"]
+    assert three_ways(b"42 <") == ["ERR:truncated"]
 
 
 def test_oversized_non_transparent_message_is_discarded_in_step() -> None:
@@ -873,3 +918,42 @@ def test_an_oversized_first_message_discarded_before_its_nul_chooses_nul_only() 
     data = b"<14>" + b"x" * 20 + b"\x00<14>a\nb\x00"
     assert three_ways(data, 8) == ["!oversized", b"<14>a\nb"]
     assert frames([data[:12], data[12:]], 8) == ["!oversized", b"<14>a\nb"]
+
+
+# --- framing: lines that start with digits beside octet-counted messages (issue 14) ----------
+
+_COUNT = re.compile(rb"[0-9]+ <")
+# A line with no <PRI>: often digits first (a date, a status code, a count), then anything but
+# a trailer or CR; one that reads as a count prefix (DIGITS SP "<") is an octet count instead.
+_LINES = st.builds(
+    lambda digits, sep, rest: digits + sep + rest,
+    st.text("0123456789", max_size=8).map(str.encode),
+    st.sampled_from([b"", b" ", b"  ", b"-", b":", b"a", b" <", b"\t"]),
+    st.binary(max_size=12).map(lambda b: b.translate(None, b"\n\r\x00")),
+)
+_OCTET_MESSAGES = st.binary(max_size=12).map(lambda b: b"<" + b)
+FRAMING_CASES = (
+    st.lists(st.tuples(st.booleans(), _LINES | _OCTET_MESSAGES), max_size=8),
+    st.lists(st.integers(0, 400), max_size=6),
+)
+
+
+@settings(max_examples=examples(300), deadline=None)
+@given(*FRAMING_CASES)
+def test_digit_lines_and_octet_counted_messages_frame_as_sent(
+    messages: list[tuple[bool, bytes]], cuts: list[int]
+) -> None:
+    # Each message is sent octet-counted (True, when it starts with "<" as a SYSLOG-MSG does)
+    # or as a line; however the stream is cut, the framer gives back exactly what was sent.
+    sent, data = [], b""
+    for counted, msg in messages:
+        if counted and msg[:1] == b"<":
+            data += octet(msg)
+        elif not msg or _COUNT.match(msg) or any(t in msg for t in (b"\n", b"\r", b"\x00")):
+            continue  # not a line: empty, a count prefix, or a trailer inside
+        else:
+            data += msg + b"\n"
+        sent.append(msg)
+    points = sorted({c % (len(data) + 1) for c in cuts})
+    chunks = [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True) if b > a]
+    assert frames(chunks) == sent

@@ -13,17 +13,22 @@ two ways, and senders may mix them, so the first byte of each message decides::
     non-transparent      SYSLOG-MSG TRAILER         TRAILER = LF, or NUL (RFC 6587 3.4.2: "ASCII
                          "<14>myapp: hello\\x00"      NUL (%d00) being a prominent example")
 
-- A message starting with ``1``-``9`` is octet-counted. The count is checked against
-  ``max_message_bytes`` digit by digit, before any of the body is waited for; a count over the
-  cap (or a count that is not a number) is a ``ProtocolError``: we cannot find the next message
+- A message is octet-counted when it starts with digits followed by one space and ``<`` (the
+  SYSLOG-MSG of RFC 6587 is an RFC 5424 message, which starts with its PRI). Anything else,
+  digits included, is a non-transparent message: a line with no ``<PRI>`` that starts with a
+  digit ("2026-11-29 12:00:00 started", "404 not found") is a line, as rsyslog and syslog-ng
+  store lines with no PRI, not a count. The decision waits for those bytes (the digits, the
+  space, the ``<``): it depends on the stream, never on how it was cut. A run of digits longer
+  than ``max_message_bytes`` is a line (over the cap, so discarded as one). A count over the
+  cap, or with a leading zero, is a ``ProtocolError``: we cannot find the next message
   without reading this one, so the stream cannot be kept in step.
 - Any other message runs to its trailer; one ``CR`` before the trailer is dropped. An oversized
   one is discarded up to its trailer and reported once as ``RecordRejected("oversized")``, with
   bounded memory, exactly as ``LineFramer`` does.
 - LF, CR and NUL between messages are skipped (``"\\r\\n"`` trailers, an LF after an
   octet-counted message).
-- At EOF, a last non-transparent message without a trailer is still a message; an incomplete
-  octet-counted one is ``truncated``.
+- At EOF, a last non-transparent message without a trailer is still a message (digits that
+  never got their `` <`` included); an incomplete octet-counted one is ``truncated``.
 
 Trailers: by default both LF and NUL end a non-transparent message. Python's
 ``logging.handlers.SysLogHandler`` over TCP sends ``b"<PRI>" + msg + b"\\x00"`` with no count and
@@ -200,6 +205,10 @@ MAX_MSGID = 32
 _MAX_SD_NAME = 255
 
 
+# SyslogFramer's reading of the current message's first bytes.
+_UNDECIDED, _OCTETS, _LINE = 0, 1, 2
+
+
 class SyslogFramer:
     """Cuts a syslog TCP stream into messages, octet-counted or not, per RFC 6587.
 
@@ -214,7 +223,9 @@ class SyslogFramer:
 
     __slots__ = (
         "_decided",
+        "_digits",
         "_discarding",
+        "_framing",
         "_max_digits",
         "_scanned",
         "_trailers",
@@ -236,6 +247,39 @@ class SyslogFramer:
         self._scanned = 0  # bytes of the current non-transparent message known to hold no trailer
         self._discarding = False  # inside an oversized non-transparent message
         self._decided = False  # the first non-transparent message has chosen the trailers
+        # The current message's framing once its first bytes have said (_OCTETS or _LINE;
+        # _UNDECIDED before), and how many digits at its head have been looked at: a long run
+        # of digits arriving a byte at a time is scanned once, not once per byte.
+        self._framing = _UNDECIDED
+        self._digits = 0
+
+    def _framing_of(self, data: bytearray, start: int, end_data: int, eof: bool) -> int:
+        # A message starting with a digit: octet-counted if DIGITS SP "<", else a line;
+        # _UNDECIDED while the bytes that tell have not all arrived (never at EOF).
+        if self._framing != _UNDECIDED:
+            return self._framing
+        j = start + self._digits
+        while j < end_data and 0x30 <= data[j] <= 0x39:
+            j += 1
+        self._digits = j - start
+        if self._digits > self.max_message_bytes:
+            framing = _LINE  # over the cap whatever follows: decided without waiting for it
+        elif j + 1 < end_data:
+            framing = _OCTETS if data[j] == 0x20 and data[j + 1] == 0x3C else _LINE
+        elif j < end_data and data[j] != 0x20:
+            framing = _LINE
+        elif eof:
+            framing = _LINE  # no "<" will come
+        else:
+            return _UNDECIDED
+        self._framing = framing
+        return framing
+
+    def _next_message(self) -> None:
+        # The current message is done with (returned, refused or being discarded).
+        self._scanned = 0
+        self._framing = _UNDECIDED
+        self._digits = 0
 
     def _find_trailer(self, data: bytearray, start: int) -> int:
         first = -1
@@ -299,12 +343,16 @@ class SyslogFramer:
                 buf.skip(i - start)
                 continue
             if 0x30 <= first <= 0x39:
-                return self._octet_counted(buf, data, start, end_data)
+                framing = self._framing_of(data, start, end_data, eof=False)
+                if framing == _UNDECIDED:
+                    return None
+                if framing == _OCTETS:
+                    return self._octet_counted(buf, data, start, end_data)
             i = self._find_trailer(data, start + self._scanned)
             if i < 0:
                 n = end_data - start
                 if n > self.max_message_bytes + 1:  # + 1: room for a CR before the trailer
-                    self._scanned = 0
+                    self._next_message()
                     self._discarding = True
                     buf.skip(n)
                     raise RecordRejected(
@@ -313,7 +361,7 @@ class SyslogFramer:
                     )
                 self._scanned = n
                 return None
-            self._scanned = 0
+            self._next_message()
             if not self._decided:
                 self._decide(data[i])
             end = i - 1 if data[i - 1] == 0x0D else i  # i > start: data[start] is no trailer
@@ -330,13 +378,9 @@ class SyslogFramer:
                 return msg
 
     def _octet_counted(self, buf: ReceiveBuffer, data: bytearray, start: int, end_data: int) -> bytes | None:
-        # The digits first, the byte after them second: a count over the cap is "oversized"
-        # whether the bytes after it have arrived yet or not (hypothesis found the other order
-        # giving "malformed" or "oversized" depending on how the stream was cut).
-        limit = min(start + self._max_digits + 1, end_data)
-        j = start
-        while j < limit and 0x30 <= data[j] <= 0x39:
-            j += 1
+        # _framing_of has seen DIGITS SP "<" at start: the count is refused (over the cap, a
+        # leading zero) as soon as that is known, before any of the body is waited for.
+        j = start + self._digits
         head = data[start:j]
         if data[start] == 0x30:
             raise ProtocolError("Syslog octet count has a leading zero.", reason="malformed")
@@ -346,18 +390,12 @@ class SyslogFramer:
                 f"{self.max_message_bytes} bytes.",
                 reason="oversized",
             )
-        if j >= end_data:
-            return None  # the count is not complete yet
-        if data[j] != 0x20:
-            raise ProtocolError(
-                f"Syslog octet count {bytes(data[start : j + 1][:20])!r} is not followed by a space.",
-                reason="malformed",
-            )
         stop = j + 1 + int(head)
         if stop > end_data:
             return None
         msg = bytes(data[j + 1 : stop])
         buf.skip(stop - start)
+        self._next_message()
         return msg
 
     def maybe_extract_at_eof(self, buf: ReceiveBuffer) -> bytes | None:
@@ -370,11 +408,13 @@ class SyslogFramer:
             RecordRejected: ``oversized`` if the last message is one byte over the cap.
         """
         first = buf.peek(1)
-        if first is None or first.isdigit():
+        if first is None:
+            return None
+        if first.isdigit() and self._framing_of(buf._data, buf._start, len(buf._data), eof=True) == _OCTETS:
             return None
         msg = bytes(buf)
         buf.skip(len(msg))
-        self._scanned = 0
+        self._next_message()
         if msg.endswith(b"\r"):
             msg = msg[:-1]
         if len(msg) > self.max_message_bytes:
