@@ -18,6 +18,7 @@ import pytest
 
 from tests.acked_raw import PREAMBLE, RECORDS, RawClient, frame, hello, record_pickle, records
 from tests.faults.helpers import metric
+from tests.faults.test_hostile_live import pki, tls_port  # noqa: F401 (pki is a fixture)
 from tests.helpers import Service, wait_for
 
 pytestmark = pytest.mark.slow
@@ -209,5 +210,51 @@ def test_after_a_kill_the_restarted_service_knows_what_its_journal_holds(
         c2.wait_ack(210)
         assert wait_stream(s, c.stream, 210) == list(range(1, 211))
         c2.close()
+    finally:
+        s.kill()
+
+
+def _log_through(handler: logging.Handler, n: int, run: str) -> None:
+    logger = logging.getLogger(f"acked.{run}")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    try:
+        for i in range(n):
+            logger.info("%s record %d", run, i, extra={"run": run})
+    finally:
+        handler.close()  # waits for the acknowledgements
+        logger.removeHandler(handler)
+    assert handler.stats()["spool_records"] == 0  # type: ignore[attr-defined]
+
+
+def test_the_handler_over_tls_and_a_unix_socket(
+    tmp_path: Path,
+    dsn: str,
+    schema: str,
+    pki: Path,  # noqa: F811 (the fixture imported above)
+) -> None:
+    import ssl
+
+    import logsvc_client
+
+    path = tmp_path / "logsvc.sock"
+    tls = [
+        "--listen-tls",
+        "127.0.0.1:0",
+        "--tls-cert",
+        str(pki / "server.pem"),
+        "--tls-key",
+        str(pki / "server.key"),
+    ]
+    s = Service(tmp_path / "a", dsn, schema, "--listen", f"unix:{path}", *tls).start()
+    try:
+        ctx = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+        _log_through(logsvc_client.Handler("127.0.0.1", tls_port(s), ssl_context=ctx), 500, "tls")
+        _log_through(logsvc_client.Handler(unix_path=str(path)), 500, "unix")
+        for run in ("tls", "unix"):
+            got = s.wait_rows(500, "stream, stream_seq", "extra->>'run' = %s", [run])
+            assert sorted(r["stream_seq"] for r in got) == list(range(1, 501))
+            assert len({r["stream"] for r in got}) == 1
     finally:
         s.kill()
