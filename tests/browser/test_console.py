@@ -172,7 +172,18 @@ def test_a_search_narrows_the_list(browser: webdriver.Chrome, console: Console) 
     assert all("banana" in m for m in messages(browser))
     assert url_params(browser)["q"] == f"{w} banana"
 
-    # A facet value adds field:value to the query; level>=error narrows the same way.
+    # A page holds 100; "Load older" brings the next ones.
+    more = word("page")
+    console.send_stored(more, *({"msg": f"{more} {i}"} for i in range(130)))
+    box.clear()
+    box.send_keys(more, Keys.ENTER)
+    until(browser, lambda d: len(rows(d)) == 100, "the first page")
+    browser.find_element(By.ID, "more").click()
+    until(browser, lambda d: len(rows(d)) == 130, "the second page")
+    assert not browser.find_element(By.ID, "more").is_displayed()
+    assert messages(browser)[-1] == f"{more} 0"
+
+    # A facet value adds field:value to the query.
     box.clear()
     box.send_keys(w, Keys.ENTER)
     until(browser, lambda d: len(rows(d)) == 10, "all 10 again")
@@ -232,6 +243,13 @@ def test_a_drag_on_the_histogram_narrows_the_range_and_the_url(
     assert _dt.timedelta(minutes=20) < end - since < _dt.timedelta(minutes=40)
     assert browser.find_element(By.ID, "until").get_attribute("value") == p["until"]
 
+    # Back returns to the whole hour.
+    browser.back()
+    until(browser, lambda d: "until" not in url_params(d), "the previous URL")
+    until(browser, lambda d: len(rows(d)) == 8, "all 8 records again")
+    browser.forward()
+    until(browser, lambda d: len(rows(d)) == 5, "the zoomed range again")
+
     # The URL alone gives the same view back.
     zoomed = browser.current_url
     browser.get("about:blank")
@@ -274,6 +292,43 @@ def test_a_record_sent_after_load_appears_in_the_tail_without_moving_the_page(
     assert still.get_attribute("data-id") == selected and still.find_elements(By.CSS_SELECTOR, ".detail")
     assert browser.execute_script("return document.activeElement.id") == "q"
     assert url_params(browser)["id"] == selected
+
+    # Text the reader selected in the list stays selected while more records arrive.
+    picked = browser.execute_script(
+        "const m = document.querySelectorAll('#results > .row .msg')[45];"
+        "const r = document.createRange(); r.selectNodeContents(m);"
+        "getSelection().removeAllRanges(); getSelection().addRange(r); return getSelection().toString()"
+    )
+    assert picked.startswith(f"{w} seed ")
+    console.send({"msg": f"{w} fresher"})
+    until(browser, lambda d: any("fresher" in m for m in messages(d)), "the next record", timeout=2.0)
+    assert browser.execute_script("return getSelection().toString()") == picked
+
+
+def test_the_tail_says_how_many_records_it_skipped(browser: webdriver.Chrome, console: Console) -> None:
+    w = word("flood")
+    open_view(browser, console, q=w)
+    wait_live(browser)
+    # Far more than the tail sends per look (console.tail: at most 100 every 0.5 s), at once.
+    console.send_stored(w, *({"msg": f"{w} {i}"} for i in range(600)))
+    skipped = browser.find_element(By.ID, "skipped")
+
+    def shown_and_skipped(d: webdriver.Chrome) -> bool:
+        n = int(skipped.text.split()[0].replace(",", "")) if skipped.is_displayed() else 0
+        return n > 0 and len(rows(d)) + n == 600
+
+    until(browser, shown_and_skipped, "every record tailed or counted as skipped")
+    assert "skipped" in skipped.text
+
+
+def test_leaving_the_page_gives_its_stream_back(browser: webdriver.Chrome, console: Console) -> None:
+    # A browser opens at most six connections to one host. A page kept in the back/forward
+    # cache held its EventSource's, so the seventh load waited about a minute for one.
+    for i in range(8):
+        start = time.monotonic()
+        open_view(browser, console, q=word(f"leave{i}"))
+        wait_live(browser)
+        assert time.monotonic() - start < 5.0, f"load {i + 1} waited for a connection"
 
 
 def test_pause_holds_new_records_and_counts_them(browser: webdriver.Chrome, console: Console) -> None:

@@ -999,6 +999,17 @@
       pendingCount = 0;
       loadView();
     });
+    // Leaving the page (or the browser keeping it in its back/forward cache) must give the
+    // stream's connection back: browsers allow six per host, and a frozen page's open
+    // EventSource held one each, so the seventh page load waited for a minute.
+    window.addEventListener("pagehide", () => {
+      if (source) source.close();
+      source = null;
+      sourceKey = null;
+    });
+    window.addEventListener("pageshow", (ev) => {
+      if (ev.persisted) updateTail(true);
+    });
     let resizeTimer = null;
     window.addEventListener("resize", () => {
       clearTimeout(resizeTimer);
