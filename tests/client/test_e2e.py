@@ -43,9 +43,11 @@ def test_records_through_the_handler_are_stored_exactly_once(service: Service, t
     finally:
         logger.removeHandler(h)
         h.close()
-    rows = service.wait_rows(n, "message, extra", "extra->>'run' = 'e2e'")
+    rows = service.wait_rows(n, "message, extra, stream, stream_seq", "extra->>'run' = 'e2e'")
     assert sorted(int(r["extra"]["i"]) for r in rows) == list(range(n))
     assert rows[0]["message"] == "acked record 0"
+    assert {r["stream"].hex for r in rows} == {st["stream"]}
+    assert len({r["stream_seq"] for r in rows}) == n
 
 
 def test_bench_flood_with_the_acked_client(service: Service) -> None:
@@ -65,3 +67,22 @@ def test_bench_flood_with_the_stock_handler(service: Service) -> None:
     r = bench("flood", *target(service), "--records", "4000", "--connections", "2", "--client", "stock")
     assert (r["sent"], r["stored"], r["lost"], r["duplicated"]) == (4000, 4000, 0, 0)
     assert r["extra"]["client"] == "stock" and r["extra"]["emit_p99_us"] > 0
+
+
+def test_json_format_records_are_stored_with_their_fields(service: Service) -> None:
+    h = logsvc_client.Handler("127.0.0.1", service.port, format="json")
+    logger = logging.getLogger("e2e.json")
+    logger.propagate = False
+    logger.addHandler(h)
+    try:
+        for i in range(50):
+            logger.error("json record %d", i, extra={"run": "e2e-json", "i": i})
+        h.flush(30)
+        assert h.stats()["acked"] == 50
+    finally:
+        logger.removeHandler(h)
+        h.close()
+    rows = service.wait_rows(50, "message, levelname, logger, extra", "extra->>'run' = 'e2e-json'")
+    assert rows[0]["message"] == "json record 0" and rows[0]["logger"] == "e2e.json"
+    assert rows[0]["levelname"] == "ERROR"
+    assert sorted(int(r["extra"]["i"]) for r in rows) == list(range(50))

@@ -350,6 +350,12 @@ class Sender:
                 reader.feed(data)
                 while (frame := reader.next_frame()) is not None:
                     if isinstance(frame, proto.Ack):
+                        if frame.seq > sent_through:
+                            # Records not sent yet cannot be acknowledged: a server bug, and
+                            # trusting it would drop them unsent.
+                            raise proto.ProtocolError(
+                                f"an ACK of seq {frame.seq}, above the last one sent ({sent_through})"
+                            )
                         if frame.seq > acked:
                             acked = frame.seq
                             self._acked(frame.seq)
