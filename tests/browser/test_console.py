@@ -159,8 +159,8 @@ def test_a_search_narrows_the_list(browser: webdriver.Chrome, console: Console) 
     w = word("search")
     console.send_stored(
         w,
-        *({"msg": f"{w} apple {i}"} for i in range(6)),
-        *({"msg": f"{w} banana {i}", "levelno": 40, "levelname": "ERROR"} for i in range(4)),
+        *({"msg": f"{w} apple {i}", "code": 200} for i in range(6)),
+        *({"msg": f"{w} banana {i}", "levelno": 40, "levelname": "ERROR", "code": 503} for i in range(4)),
     )
     open_view(browser, console, q=w)
     until(browser, lambda d: len(rows(d)) == 10, "the 10 records")
@@ -182,8 +182,16 @@ def test_a_search_narrows_the_list(browser: webdriver.Chrome, console: Console) 
     until(browser, lambda d: len(rows(d)) == 130, "the second page")
     assert not browser.find_element(By.ID, "more").is_displayed()
     assert messages(browser)[-1] == f"{more} 0"
+    # A shared link to a record past the first page still shows that record, above the list.
+    oldest = rows(browser)[-1].get_attribute("data-id")
+    assert oldest
+    open_view(browser, console, q=more, id=oldest)
+    out = until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#selected-out .row.selected"), "it")
+    assert out[0].find_element(By.CSS_SELECTOR, ".msg").text == f"{more} 0"
+    assert len(rows(browser)) == 100
 
     # A facet value adds field:value to the query.
+    box = browser.find_element(By.ID, "q")
     box.clear()
     box.send_keys(w, Keys.ENTER)
     until(browser, lambda d: len(rows(d)) == 10, "all 10 again")
@@ -194,6 +202,16 @@ def test_a_search_narrows_the_list(browser: webdriver.Chrome, console: Console) 
     errors.click()
     until(browser, lambda d: len(rows(d)) == 4, "the ERROR facet to narrow the list")
     assert url_params(browser)["q"] == f"{w} level:ERROR"
+
+    # An extra key's facet: its values are numbers in the records, and the term must match them.
+    browser.back()
+    until(browser, lambda d: len(rows(d)) == 10, "all 10 after Back")
+    code = until(
+        browser, lambda d: d.find_elements(By.CSS_SELECTOR, '#facets [data-field="extra.code"] a'), "code"
+    )
+    next(a for a in code if a.text == "200").click()
+    until(browser, lambda d: len(rows(d)) == 6, "the code 200 facet to narrow the list")
+    assert url_params(browser)["q"] == f"{w} extra.code:200"
 
 
 def test_a_bad_query_shows_the_message_and_its_position(browser: webdriver.Chrome, console: Console) -> None:

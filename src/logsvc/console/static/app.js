@@ -167,14 +167,20 @@
     return new Date(Math.round(epochSeconds * 1000)).toISOString().replace(/\.000Z$/, "Z");
   }
 
-  // A value as the query language (docs/query.md) reads it. Numbers and booleans stay bare, so
-  // trace_id:17 matches the JSON number; a string is bare only when it is a plain word that
-  // cannot read as anything else, else a "phrase" (which matches the string exactly).
-  function quoteValue(v) {
+  // A value as the query language (docs/query.md) reads it. A bare value matches a string
+  // and, when it reads as one, the JSON number/true/false/null; a "phrase" only the string.
+  // So: numbers and booleans of a record's extra stay bare (trace_id:17), its strings are bare
+  // unless they would read as something else; a facet's value (text, its JSON type unknown)
+  // is bare whenever it can be, matching either.
+  const NUMBER_LIKE = /^(?:true|false|null|[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)$/;
+  function quoteValue(v, typed) {
+    if (v === null) return "null";
     if (typeof v === "number" || typeof v === "boolean") return String(v);
     const s = asText(v);
-    const plain = /^[A-Za-z_][A-Za-z0-9_]*$/.test(s) && !/^(AND|OR|NOT|true|false|null)$/.test(s);
-    return plain ? s : '"' + s.replace(/["\\]/g, "\\$&") + '"';
+    const bare = s !== "" && s !== "*" && s.length <= 200 && !/[\s()"\\]/.test(s) && !CONTROL.test(s);
+    CONTROL.lastIndex = 0;
+    if (bare && !(typed && NUMBER_LIKE.test(s))) return s;
+    return '"' + s.replace(/["\\]/g, "\\$&") + '"';
   }
 
   // Names the query language takes as columns (query_lang.COLUMN_FIELDS); an extra key of the
@@ -187,14 +193,14 @@
   const FIELD_NAME = /^[A-Za-z_][A-Za-z0-9_.-]{0,63}$/;
 
   // A field:value term, or null when the name cannot be written in a query.
-  function term(field, value) {
+  function term(field, value, typed) {
     if (!FIELD_NAME.test(field.startsWith("extra.") ? field.slice(6) : field)) return null;
-    return `${field}:${quoteValue(value)}`;
+    return `${field}:${quoteValue(value, typed)}`;
   }
 
   function extraTerm(key, value) {
     const name = COLUMN_NAMES.has(key) || key.startsWith("extra.") ? `extra.${key}` : key;
-    return term(name, value);
+    return term(name, value, true);
   }
 
   function addTerm(t) {
