@@ -19,6 +19,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -503,3 +504,33 @@ def test_the_page_is_served_with_the_package(console: Console) -> None:
     for path in re.findall(r'(?:src|href)="(/static/[^"]+)"', page):
         with urllib.request.urlopen(f"{console.url}{path}", timeout=10) as resp:
             assert resp.status == 200 and resp.read()
+
+
+def test_a_console_with_a_token_opens_from_its_link_and_tails(
+    browser: webdriver.Chrome, tmp_path: Path, dsn: str, schema: str
+) -> None:
+    token = uuid.uuid4().hex
+    svc = Service(tmp_path / "data", dsn, schema, "--console-token", token).start()
+    try:
+        m = re.search(r"Listening on 127\.0\.0\.1:(\d+) \(HTTP: /metrics", svc.log())
+        assert m, svc.log()
+        c = Console(svc, f"http://127.0.0.1:{m.group(1)}")
+        wait_for(lambda: "Connected to PostgreSQL" in svc.log(), 30, "the PostgreSQL connection")
+        w = word("token")
+        c.send_stored(w, {"msg": f"{w} first"})
+
+        browser.get(f"{c.url}/?{urlencode({'q': w})}")  # no token: refused, saying how
+        assert "token" in browser.find_element(By.TAG_NAME, "body").text
+
+        # The link with the token: the page drops it from the address and keeps it in a cookie,
+        # which the API calls and the live tail's EventSource send.
+        browser.get(f"{c.url}/?{urlencode({'token': token, 'q': w})}")
+        wait_searched(browser)
+        until(browser, lambda d: len(rows(d)) == 1, "the record")
+        assert url_params(browser) == {"q": w, "since": "1h"}
+        wait_live(browser)
+        c.send({"msg": f"{w} second"})
+        until(browser, lambda d: len(rows(d)) == 2, "the tailed record")
+    finally:
+        svc.kill()
+        browser.delete_all_cookies()
