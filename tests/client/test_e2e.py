@@ -86,3 +86,14 @@ def test_json_format_records_are_stored_with_their_fields(service: Service) -> N
     assert rows[0]["message"] == "json record 0" and rows[0]["logger"] == "e2e.json"
     assert rows[0]["levelname"] == "ERROR"
     assert sorted(int(r["extra"]["i"]) for r in rows) == list(range(50))
+
+
+def test_bench_seed_with_the_one_line_switch(service: Service) -> None:
+    from tests.test_bench import bench, target
+
+    r = bench(
+        "seed", *target(service), "--procs", "3", "--tasks", "6", "--min-records", "20", "--max-records",
+        "40", "--no-sleep", "--client", "acked",
+    )  # fmt: skip
+    assert r["extra"]["client"] == "acked" and r["sent"] >= 6 * 21
+    assert (r["stored"], r["lost"], r["duplicated"]) == (r["sent"], 0, 0)

@@ -69,6 +69,13 @@ def add_parser(sub: Any) -> None:
     seed.add_argument(
         "--no-sleep", action="store_true", help="drop the seed's 10-40 ms pauses between records"
     )
+    seed.add_argument(
+        "--client",
+        choices=("stock", "acked"),
+        default="stock",
+        help="the handler the clients' dictConfig names: stock (logging.handlers.SocketHandler, the "
+        "seed's) or acked (logsvc_client.Handler; each task waits for its records' acknowledgement)",
+    )
     seed.set_defaults(func=run_seed)
 
     flood = modes.add_parser("flood", help="pre-encoded frames as fast as the service takes them")

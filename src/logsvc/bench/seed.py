@@ -35,8 +35,15 @@ _SEED_SLEEPS = (0.01, 0.02, 0.03, 0.04, 0.03, 0.02, 0.01)  # the seed's own choi
 _seed_state: dict[str, Any] = {}
 
 
-def _seed_setup(host: str, port: int, run_id: str, min_records: int, max_records: int, sleep: bool) -> None:
-    # The seed's setup_logging: dictConfig with a SocketHandler, stock, nothing of ours.
+# --client: the handler class the seed's dictConfig names (acked: the one-line switch).
+HANDLER_CLASSES = {"stock": "logging.handlers.SocketHandler", "acked": "logsvc_client.Handler"}
+
+
+def _seed_setup(
+    host: str, port: int, run_id: str, min_records: int, max_records: int, sleep: bool, client: str
+) -> None:
+    # The seed's setup_logging: dictConfig with a SocketHandler, stock, nothing of ours
+    # (--client acked names logsvc_client.Handler instead, and nothing else changes).
     logging.config.dictConfig(
         {
             "version": 1,
@@ -44,7 +51,7 @@ def _seed_setup(host: str, port: int, run_id: str, min_records: int, max_records
             "handlers": {
                 "service_logger": {
                     "level": "DEBUG",
-                    "class": "logging.handlers.SocketHandler",
+                    "class": HANDLER_CLASSES[client],
                     "host": host,
                     "port": port,
                 }
@@ -70,7 +77,7 @@ def _seed_task(idx: int) -> int:
             break
     logger.debug("[%06d] --------", pid, extra={"trace_id": idx, "run": run, "i": f"{idx}:end", "last": True})
     for h in logging.getLogger().handlers:
-        h.flush()
+        h.flush()  # logsvc_client.Handler: waits until the task's records are acknowledged
     return count + 1
 
 
@@ -86,7 +93,15 @@ def run_seed(args: argparse.Namespace) -> int:
         with ctx.Pool(
             args.procs,
             _seed_setup,
-            (args.host, args.port, run_id, args.min_records, args.max_records, not args.no_sleep),
+            (
+                args.host,
+                args.port,
+                run_id,
+                args.min_records,
+                args.max_records,
+                not args.no_sleep,
+                args.client,
+            ),
         ) as pool:
             for i, n in enumerate(pool.imap_unordered(_seed_task, range(args.tasks))):
                 sent += n
@@ -101,6 +116,7 @@ def run_seed(args: argparse.Namespace) -> int:
     result = Result("seed", run_id, sent=sent, service_pid=watch.pid)
     result.finish(counter, watch, start, done)
     result.extra = {
+        "client": args.client,
         "procs": args.procs,
         "tasks": args.tasks,
         "offered_records_per_s": round(sent / max(sent_at - start, 1e-9)),
