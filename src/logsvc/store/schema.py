@@ -35,6 +35,15 @@ others listed in ``INDEXES``, each declared on the partitioned parent so every p
 has it. ``create_sql`` adds any that are missing, so an existing database gets them at the
 next start of ``serve`` (building them on a large table takes a while, once).
 
+Several instances on one database: a (re)connect only reads the catalogs (``check_sql``,
+``version_sql``: no table lock, so it never waits behind another instance's COPY); only when
+an object is missing or the version is older does it run ``create_sql``, under a try-lock
+(never waiting for another instance) with every DDL statement's lock wait bounded by
+``DDL_LOCK_TIMEOUT``. A schema newer than this release is refused before anything is
+created or replaced (``refuse_newer``, and the first statement of ``create_sql``).
+Partitions ahead and retention (``maintenance_sql``) are done by whichever instance gets the
+schema's advisory lock at that moment; the others skip.
+
 Each committed batch notifies ``notify_channel(schema)`` (``NOTIFY`` in the batch's own
 transaction, so it is delivered at commit and never for a batch that rolled back):
 ``logsvc tail -f`` listens on it. ``retention_sql`` drops whole daily partitions past
@@ -113,28 +122,110 @@ def check_identifier(name: str) -> str:
     return name
 
 
-def create_sql(schema: str) -> str:
-    """SQL that brings an empty or current database to this schema version (idempotent).
+# The advisory lock of one schema: held by whoever creates or upgrades it, or runs its
+# maintenance (partitions ahead, retention). Only ever taken with a try-lock by the service,
+# so an instance never waits for another; the one that does not get it skips or retries.
+def _lock_key(s: str) -> str:
+    return f"hashtext('logsvc.schema.' || '{s}')"
 
-    It runs as one transaction under an advisory lock, so two services starting together do
-    not race each other.
+
+# How long a DDL statement may wait for its lock before it gives up. A DDL statement that
+# waits for a lock makes every later writer of that table queue behind it (PostgreSQL's lock
+# queue is fair), so it must never wait long behind other instances' COPYs.
+DDL_LOCK_TIMEOUT = "2s"
+
+
+def required_objects(schema: str, extra_index_keys: tuple[str, ...] | list[str] = ()) -> list[str]:
+    """What this release needs in ``schema``: tables and indexes by name, functions by signature."""
+    s = check_identifier(schema)
+    names = ["meta", "shipped", "records", "records_default", "streams", "records_created_brin"]
+    names += [name for name, _ in INDEXES]
+    names += [f"records_extra_{check_extra_key(k).lower()}" for k in extra_index_keys]
+    return [f"{s}.{n}" for n in names] + [f"{s}.{f}" for f in _FUNCTIONS]
+
+
+_FUNCTIONS = ("advance_shipped(text,bigint,bigint)", "ensure_partition(date)")
+
+
+def check_sql(schema: str, extra_index_keys: tuple[str, ...] | list[str] = ()) -> str:
+    """A read-only query: one row per required object that does not exist (none: all there).
+
+    It looks names up in the catalogs only (``to_regclass``, ``to_regprocedure``): no lock on
+    any table, so it never waits behind another instance's writes, however long they hold.
+    """
+    rows = ", ".join(
+        f"('{name}', {'to_regprocedure' if name.endswith(')') else 'to_regclass'}('{name}')::oid)"
+        for name in required_objects(schema, extra_index_keys)
+    )
+    return f"SELECT name FROM (VALUES {rows}) AS o(name, oid) WHERE oid IS NULL"
+
+
+def version_sql(schema: str) -> str:
+    """The schema's version (one row, one text column); run only once ``meta`` exists."""
+    return f"SELECT value FROM {check_identifier(schema)}.meta WHERE key = 'schema_version'"
+
+
+def refuse_newer(schema: str, version: int | None) -> None:
+    """Raise StoreError (reason ``"schema_newer"``) if ``version`` is newer than this release.
+
+    An older logsvc on a newer schema would write rows the newer one does not expect and could
+    replace its functions with older ones: it refuses before it changes anything.
+    """
+    if version is not None and version > SCHEMA_VERSION:
+        raise StoreError(_newer_message(schema, str(version)), reason="schema_newer")
+
+
+def _newer_message(schema: str, version: str) -> str:
+    return (
+        f'the logsvc schema "{schema}" is version {version}, newer than this logsvc (version '
+        f"{SCHEMA_VERSION}); nothing was changed: upgrade logsvc to the release that created it"
+    )
+
+
+def create_sql(schema: str, extra_index_keys: tuple[str, ...] | list[str] = (), *, wait: bool = True) -> str:
+    """SQL that brings an empty or older database to this schema version (idempotent).
+
+    One transaction under the schema's advisory lock, so two services starting together do
+    not race each other. With ``wait=False`` (what ``serve`` uses) the lock is only tried: if
+    another session holds it, the transaction fails at once with SQLSTATE 55P03 and changes
+    nothing. Every statement waits at most ``DDL_LOCK_TIMEOUT`` for a table lock (55P03 too).
+
+    The version check comes first, before any object is created or replaced: on a schema
+    newer than this release it raises (P0001) and the transaction changes nothing.
+    ``serve`` runs this only when ``check_sql`` finds something missing or the version is
+    older (``CREATE INDEX IF NOT EXISTS`` waits behind every open write on ``records``, even
+    when the index exists).
     """
     s = check_identifier(schema)
     cols = ",\n    ".join(f"{name} {decl}" for name, decl in COLUMNS)
     indexes = "\n".join(f"CREATE INDEX IF NOT EXISTS {name} ON {s}.records {how};" for name, how in INDEXES)
+    if wait:
+        lock = f"SELECT pg_advisory_xact_lock({_lock_key(s)});"
+    else:
+        lock = f"""DO $$
+BEGIN
+    IF NOT pg_try_advisory_xact_lock({_lock_key(s)}) THEN
+        RAISE EXCEPTION USING ERRCODE = 'lock_not_available', MESSAGE = 'another logsvc holds the lock '
+            || 'of schema "{s}" (creating, upgrading or maintaining it)';
+    END IF;
+END $$;"""
     return f"""
 BEGIN;
-SELECT pg_advisory_xact_lock(hashtext('logsvc.schema.' || '{s}'));
+SET LOCAL lock_timeout = '{DDL_LOCK_TIMEOUT}';
+{lock}
+DO $$
+DECLARE v int;
+BEGIN
+    IF to_regclass('{s}.meta') IS NOT NULL THEN
+        SELECT value::int INTO v FROM {s}.meta WHERE key = 'schema_version';
+        IF v > {SCHEMA_VERSION} THEN
+            RAISE EXCEPTION USING MESSAGE = format('{_newer_message(s, "%s")}', v);
+        END IF;
+    END IF;
+END $$;
 CREATE SCHEMA IF NOT EXISTS {s};
 CREATE TABLE IF NOT EXISTS {s}.meta (key text PRIMARY KEY, value text NOT NULL);
 INSERT INTO {s}.meta VALUES ('schema_version', '{SCHEMA_VERSION}') ON CONFLICT (key) DO NOTHING;
-DO $$
-BEGIN
-    IF (SELECT value::int FROM {s}.meta WHERE key = 'schema_version') > {SCHEMA_VERSION} THEN
-        RAISE EXCEPTION 'logsvc schema "{s}" is version %, newer than this logsvc (version {SCHEMA_VERSION});
- upgrade logsvc', (SELECT value FROM {s}.meta WHERE key = 'schema_version');
-    END IF;
-END $$;
 CREATE TABLE IF NOT EXISTS {s}.shipped (
     journal_id text PRIMARY KEY,
     seq bigint NOT NULL,
@@ -171,6 +262,7 @@ UPDATE {s}.meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version' AND 
 CREATE TABLE IF NOT EXISTS {s}.records_default PARTITION OF {s}.records DEFAULT;
 CREATE INDEX IF NOT EXISTS records_created_brin ON {s}.records USING brin (created);
 {indexes}
+{extra_index_sql(s, extra_index_keys)}
 CREATE OR REPLACE FUNCTION {s}.advance_shipped(p_journal text, p_from bigint, p_to bigint)
 RETURNS void LANGUAGE plpgsql AS $$
 DECLARE cur bigint;
@@ -210,12 +302,88 @@ COMMIT;
 """
 
 
-def partitions_sql(schema: str, today: _dt.date) -> str:
-    """SQL creating the partitions from yesterday to ``PARTITION_DAYS_AHEAD`` days ahead."""
+def maintenance_sql(
+    schema: str, today: _dt.date, retention_days: int | None = None, *, partitions: bool = True
+) -> str:
+    """Partitions ahead (unless not ``partitions``) and, with ``retention_days``, retention: by
+    one leader at a time.
+
+    One transaction. It first tries the schema's advisory lock (``pg_try_advisory_xact_lock``):
+    if another session holds it (another instance doing the same, or creating the schema),
+    it does nothing and returns at once; the leader of the moment does the work, and every
+    instance tries again at its next maintenance. It also does nothing on a schema of another
+    version (a newer logsvc maintains its own). Each DDL statement waits at most
+    ``DDL_LOCK_TIMEOUT`` for its lock and is otherwise skipped with a NOTICE, to be retried
+    next time: it never fails the transaction, never queues long behind COPYs.
+
+    A partition exists from yesterday to ``PARTITION_DAYS_AHEAD`` days ahead. Retention drops
+    the daily partitions whose every row is more than ``retention_days`` days old (see
+    ``retention_sql``); two instances never drop at once (the lock), and a partition already
+    gone is not an error.
+    """
     s = check_identifier(schema)
-    days = [today + _dt.timedelta(days=d) for d in range(-1, PARTITION_DAYS_AHEAD + 1)]
-    calls = ", ".join(f"{s}.ensure_partition('{d.isoformat()}')" for d in days)
-    return f"BEGIN; SELECT pg_advisory_xact_lock(hashtext('logsvc.schema.{s}')); SELECT {calls}; COMMIT;"
+    days = [today + _dt.timedelta(days=d) for d in range(-1, PARTITION_DAYS_AHEAD + 1)] if partitions else []
+    array = ", ".join(f"'{d.isoformat()}'" for d in days)
+    retention = ""
+    if retention_days is not None:
+        if type(retention_days) is not int or retention_days < 1:
+            raise ValueError(f"retention must be a positive number of days, not {retention_days!r}")
+        cutoff = (today - _dt.timedelta(days=retention_days)).strftime("%Y%m%d")
+        retention = f"""
+    FOR part IN
+        SELECT c.relname FROM pg_inherits i
+        JOIN pg_class c ON c.oid = i.inhrelid
+        WHERE i.inhparent = '{s}.records'::regclass
+          AND c.relname ~ '^records_[0-9]{{8}}$' AND substr(c.relname, 9) < '{cutoff}'
+        ORDER BY c.relname
+    LOOP
+        BEGIN
+            EXECUTE format('DROP TABLE IF EXISTS %I.%I', '{s}', part);
+        EXCEPTION WHEN lock_not_available THEN
+            RAISE NOTICE 'retention: % is in use, dropping it later', part;
+        END;
+    END LOOP;
+    -- Streams not written for as long: a client that comes back after that starts afresh.
+    BEGIN
+        DELETE FROM {s}.streams WHERE updated < now() - interval '{retention_days} days';
+    EXCEPTION WHEN lock_not_available THEN
+        RAISE NOTICE 'retention: streams are in use, forgetting old ones later';
+    END;"""
+    return f"""
+BEGIN;
+SET LOCAL lock_timeout = '{DDL_LOCK_TIMEOUT}';
+DO $$
+DECLARE
+    day date;
+    part text;
+    version text;
+BEGIN
+    IF NOT pg_try_advisory_xact_lock({_lock_key(s)}) THEN
+        RAISE NOTICE 'maintenance of schema {s}: another logsvc is doing it';
+        RETURN;
+    END IF;
+    IF to_regclass('{s}.meta') IS NOT NULL THEN  -- (a subquery on a missing table would not parse)
+        version := (SELECT value FROM {s}.meta WHERE key = 'schema_version');
+    END IF;
+    IF version IS DISTINCT FROM '{SCHEMA_VERSION}' THEN
+        RAISE NOTICE 'maintenance of schema {s}: not at version {SCHEMA_VERSION}, left to its own release';
+        RETURN;
+    END IF;
+    FOREACH day IN ARRAY ARRAY[{array}]::date[] LOOP  -- yesterday .. PARTITION_DAYS_AHEAD
+        BEGIN
+            PERFORM {s}.ensure_partition(day);
+        EXCEPTION WHEN lock_not_available THEN
+            RAISE NOTICE 'partition for % not created now (records is busy), next time', day;
+        END;
+    END LOOP;{retention}
+END $$;
+COMMIT;
+"""
+
+
+def partitions_sql(schema: str, today: _dt.date) -> str:
+    """SQL creating the partitions from yesterday to ``PARTITION_DAYS_AHEAD`` days ahead (by the leader)."""
+    return maintenance_sql(schema, today)
 
 
 def shipped_sql(schema: str, journal_id: str) -> str:
@@ -271,37 +439,14 @@ def retention_sql(schema: str, days: int, today: _dt.date) -> str:
     daily partition.
 
     ``DROP`` of a partition takes an exclusive lock on ``records``; a long query holding it
-    would make ingest queue behind the drop. So each drop waits at most 2 s for its lock and
-    is otherwise skipped with a notice, to be retried at the next maintenance.
+    would make ingest queue behind the drop. So each drop waits at most ``DDL_LOCK_TIMEOUT``
+    for its lock and is otherwise skipped with a notice, to be retried at the next maintenance.
+    It runs under the schema's advisory lock (``maintenance_sql``, with the partitions): two
+    instances never drop at once, and a partition already dropped is not an error.
 
     Streams of the acknowledged protocol not written for ``days`` days are forgotten too.
     """
-    s = check_identifier(schema)
-    if type(days) is not int or days < 1:
-        raise ValueError(f"retention must be a positive number of days, not {days!r}")
-    cutoff = (today - _dt.timedelta(days=days)).strftime("%Y%m%d")
-    return f"""
-DO $$
-DECLARE part text;
-BEGIN
-    FOR part IN
-        SELECT c.relname FROM pg_inherits i
-        JOIN pg_class c ON c.oid = i.inhrelid
-        WHERE i.inhparent = '{s}.records'::regclass
-          AND c.relname ~ '^records_[0-9]{{8}}$' AND substr(c.relname, 9) < '{cutoff}'
-        ORDER BY c.relname
-    LOOP
-        BEGIN
-            SET LOCAL lock_timeout = '2s';
-            EXECUTE format('DROP TABLE %I.%I', '{s}', part);
-        EXCEPTION WHEN lock_not_available THEN
-            RAISE NOTICE 'retention: % is in use, dropping it later', part;
-        END;
-    END LOOP;
-END $$;
--- Streams not written for as long: a client that comes back after that starts afresh.
-DELETE FROM {s}.streams WHERE updated < now() - interval '{days} days';
-"""
+    return maintenance_sql(schema, today, days, partitions=False)
 
 
 def _hex(value: str) -> str:

@@ -409,13 +409,48 @@ class PgSink:
     def _connect_steps(self) -> pgproto.PgGen[int]:
         pgconn = yield from pgproto.connect(self._conninfo)
         self._pgconn = pgconn
-        yield from pgproto.execute(pgconn, schema.create_sql(self._schema))
-        if self._extra_index_keys:
-            yield from pgproto.execute(pgconn, schema.extra_index_sql(self._schema, self._extra_index_keys))
+        yield from self._schema_steps(pgconn)
         yield from pgproto.execute(pgconn, self._maintenance_sql())
         res = yield from pgproto.execute(pgconn, schema.shipped_sql(self._schema, self._journal.journal_id))
         value = res[0].get_value(0, 0) if res and res[0].ntuples else None
         return int(value) if value is not None else 0
+
+    def _schema_steps(self, pgconn: pq.abc.PGconn) -> pgproto.PgGen[None]:
+        # A (re)connect only reads the catalogs; DDL runs only when something is missing or
+        # older, under a try-lock, each statement with a lock timeout ("Several instances on
+        # one database" in docs/design.md). A newer schema is refused before anything changes.
+        res = yield from pgproto.execute(pgconn, schema.check_sql(self._schema, self._extra_index_keys))
+        missing = [res[0].get_value(i, 0) for i in range(res[0].ntuples)] if res else []
+        version: int | None = None
+        if f"{self._schema}.meta".encode() not in missing:
+            res = yield from pgproto.execute(pgconn, schema.version_sql(self._schema))
+            value = res[0].get_value(0, 0) if res and res[0].ntuples else None
+            version = int(value) if value is not None else None
+        schema.refuse_newer(self._schema, version)
+        if version == schema.SCHEMA_VERSION and not missing:
+            return
+        log.info(
+            "Schema %s is at version %s (this logsvc: %d)%s: creating or upgrading it.",
+            self._schema,
+            version if version is not None else "none",
+            schema.SCHEMA_VERSION,
+            "; missing " + ", ".join(m.decode() for m in missing if m is not None) if missing else "",
+        )
+        try:
+            yield from pgproto.execute(
+                pgconn, schema.create_sql(self._schema, self._extra_index_keys, wait=False)
+            )
+        except pgproto.PgError as exc:
+            # Raised by create_sql itself: the version check (a newer logsvc got there first),
+            # or the try-lock / a lock timeout (another instance is at it, or writes hold the
+            # table longer than the DDL may wait). Nothing was changed; retried with back-off.
+            if exc.sqlstate == "P0001":
+                raise StoreError(exc.primary or str(exc), reason="schema_newer") from exc
+            if exc.sqlstate == "55P03":
+                raise StoreError(
+                    f"{exc.primary or exc}: the schema is not ready yet, retrying", reason="schema_locked"
+                ) from exc
+            raise
 
     def _on_connected(self, shipped_seq: int) -> None:
         if self.state == CLOSED:
@@ -818,12 +853,9 @@ class PgSink:
     # -- maintenance -----------------------------------------------------------------------
 
     def _maintenance_sql(self) -> str:
-        # Partitions ahead of time; with --retention, whole old partitions dropped.
-        today = _utc_today()
-        sql = schema.partitions_sql(self._schema, today)
-        if self.retention_days is not None:
-            sql += schema.retention_sql(self._schema, self.retention_days, today)
-        return sql
+        # Partitions ahead of time; with --retention, whole old partitions dropped. By the
+        # leader of the moment: another instance holding the schema's lock makes it a no-op.
+        return schema.maintenance_sql(self._schema, _utc_today(), self.retention_days)
 
     def _maintenance_tick(self) -> None:
         self._maintenance_due = True
