@@ -175,7 +175,7 @@ def test_a_search_narrows_the_list(browser: webdriver.Chrome, console: Console) 
 
     # A page holds 100; "Load older" brings the next ones.
     more = word("page")
-    console.send_stored(more, *({"msg": f"{more} {i}"} for i in range(130)))
+    console.send_stored(more, *({"msg": f"{more} {i}", "n": i, "kind": "page"} for i in range(130)))
     box.clear()
     box.send_keys(more, Keys.ENTER)
     until(browser, lambda d: len(rows(d)) == 100, "the first page")
@@ -183,6 +183,11 @@ def test_a_search_narrows_the_list(browser: webdriver.Chrome, console: Console) 
     until(browser, lambda d: len(rows(d)) == 130, "the second page")
     assert not browser.find_element(By.ID, "more").is_displayed()
     assert messages(browser)[-1] == f"{more} 0"
+    # A key with a value per record is marked as such; one with a single value is not.
+    hc = '#facets .facet.hc[data-field="extra.n"] .badge.hc'
+    marked = until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, hc), "the facets")
+    assert [e.text for e in marked] == ["high cardinality"]
+    assert browser.find_elements(By.CSS_SELECTOR, '#facets .facet[data-field="extra.kind"]:not(.hc)')
     # A shared link to a record past the first page still shows that record, above the list.
     oldest = rows(browser)[-1].get_attribute("data-id")
     assert oldest
