@@ -198,6 +198,7 @@ def _int(doc: dict[str, Any], key: str, default: int) -> int:
 # ---- records ---------------------------------------------------------------------------------
 
 _PLAIN = frozenset({str, int, float, bool, type(None)})
+_all_plain = _PLAIN.issuperset
 _DATES = (_dt.datetime, _dt.date, _dt.time)
 
 
@@ -241,9 +242,10 @@ def record_dict(record: logging.LogRecord, formatter: logging.Formatter) -> dict
     d["args"] = None
     d["exc_info"] = None
     d.pop("message", None)
-    for k, v in d.items():
-        if type(v) not in _PLAIN:
-            d[k] = _plain(v)
+    if not _all_plain(map(type, d.values())):  # one C-level pass for the usual, all-plain record
+        for k, v in d.items():
+            if type(v) not in _PLAIN:
+                d[k] = _plain(v)
     return d
 
 
