@@ -268,3 +268,39 @@ def test_three_instances_one_schema_one_killed_and_restarted_under_load(
 
 def _journal_id(svc: Service) -> str:
     return (svc.data_dir / "journal" / "journal.id").read_text().strip()
+
+
+def test_maintenance_by_two_instances_at_once_never_fails_and_drops_each_partition_once(
+    dsn: str, schema: str
+) -> None:
+    # Two instances' maintenance at the same moment: one holds the schema's lock and drops,
+    # the other returns at once; and one run after a partition is already gone is no error.
+    _create(dsn, schema)
+    today = _dt.datetime.now(_dt.UTC).date()
+    old = [today - _dt.timedelta(days=d) for d in (30, 20, 10)]
+    with psycopg.connect(dsn, autocommit=True) as c:
+        for day in old:
+            c.execute(f"SELECT {schema}.ensure_partition(%s)", [day])
+    sql = sch.maintenance_sql(schema, today, 7)
+    first = psycopg.connect(dsn)
+    try:
+        first.execute(sql.replace("COMMIT;", ""))  # the leader, its transaction still open
+        t = time.monotonic()
+        with psycopg.connect(dsn, autocommit=True) as other:
+            other.execute(sql)  # skips: it does not wait for the leader
+        assert time.monotonic() - t < 1.0
+        first.commit()
+    finally:
+        first.close()
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute(sql)  # nothing left to drop: no error
+        parts = {
+            r[0]
+            for r in c.execute(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                "WHERE i.inhparent = %s::regclass",
+                [f"{schema}.records"],
+            )
+        }
+    assert not {f"records_{d:%Y%m%d}" for d in old} & parts
+    assert f"records_{today:%Y%m%d}" in parts and "records_default" in parts
