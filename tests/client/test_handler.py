@@ -280,6 +280,21 @@ def test_an_application_killed_with_sigkill_loses_nothing_with_a_disk_spool(
     assert server.store.duplicates == 0 and len(server.store.records) == 1
 
 
+def test_a_spool_behind_the_server_numbers_new_records_past_it(
+    server: FakeServer, handlers: list[logsvc_client.Handler], tmp_path: Path
+) -> None:
+    h = handler_for(handlers, server.port, spool_dir=tmp_path)
+    stream = h.stats()["stream"]
+    h.close()
+    server.store.take(stream, 500_000, b"stored by an earlier copy of this spool directory")
+    h = handler_for(handlers, server.port, spool_dir=tmp_path)
+    assert h.wait_connected(10)
+    emit(h, 10)
+    h.flush(10)
+    got = server.store.records[stream]
+    assert len(got) == 11 and min(s for s in got if s != 500_000) > 500_000
+
+
 def _child_logs(port: int, n: int) -> None:
     # The handler was made by the parent before the fork.
     for h in logging.getLogger("forked").handlers:

@@ -292,6 +292,9 @@ class Sender:
         with spool.cond:
             created = spool.trim(welcome.acked)
             acked = spool.done_seq
+            # The server knows this stream further than this process has numbered it (a spool
+            # directory restored from an old copy): new records must not look like resends.
+            spool.skip_to(welcome.acked + 1)
             spool.cond.notify_all()
         st.acked += len(created)
         next_seq = acked + 1  # the first seq not sent on this connection

@@ -119,6 +119,10 @@ class Spool:
         self.nbytes += len(payload)
         return seq
 
+    def skip_to(self, seq: int) -> None:
+        """Number new records from ``seq`` on at least (the server knows the stream further)."""
+        self.next_seq = max(self.next_seq, seq)
+
     def drop_oldest(self) -> None:
         """Forget the oldest record unsent or unacknowledged (the ``drop_oldest`` policy)."""
         if len(self):
@@ -347,6 +351,14 @@ class DiskSpool(Spool):
             self._fd_size += n
             self._unsynced = True
         return super().put(payload, created)
+
+    def skip_to(self, seq: int) -> None:
+        if seq - 1 > self._reserved:
+            try:
+                self._reserve(seq - 1 + RESERVE_AHEAD)
+            except OSError:
+                self.write_errors += 1
+        super().skip_to(seq)
 
     def _write_failed(self) -> None:
         # A short or failed write (ENOSPC, EIO): cut what was written of it, so the segment
