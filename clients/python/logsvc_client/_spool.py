@@ -164,6 +164,7 @@ class Spool:
         Returns:
             The ``created`` time of each record forgotten (for the latency figures).
         """
+        seq = min(seq, self.next_seq - 1)  # nothing not yet numbered is acknowledged
         if seq <= self.done_seq:
             return []
         self.done_seq = seq
