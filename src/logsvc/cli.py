@@ -84,6 +84,15 @@ def _serve(args: argparse.Namespace) -> int:
     dsn = config.conninfo(settings)
     if not settings.dsn:
         log.info("Embedded PostgreSQL is up: psql '%s'", dsn)
+    if settings.workers > 1:
+        from logsvc import embedded, workers
+        from logsvc.metrics import Metrics
+
+        check = None if settings.dsn else embedded.Supervisor(settings.data_dir, Metrics()).check
+        try:
+            return workers.run(settings, dsn, check)
+        except OSError as exc:
+            raise ConfigError(f"cannot start: {exc}") from exc
     server = Server(settings, dsn)
     try:
         server.start()

@@ -421,6 +421,15 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("stats_interval", parse_duration, "how often a line of counts is logged (0: never)", "DURATION"),
     Option("log_level", str, "debug, info, warning or error", "LEVEL"),
+    Option(
+        "workers",
+        parse_positive_int,
+        "worker processes sharing the listeners (SO_REUSEPORT), each with its own journal under "
+        "DATA_DIR (worker 0: DATA_DIR itself, worker N: DATA_DIR/workers/N) and its own PostgreSQL "
+        "connection, under one supervisor that restarts them and answers /metrics, /healthz and "
+        "/readyz for all; about one per core",
+        "N",
+    ),
 )
 
 
@@ -475,6 +484,10 @@ class Settings:
     # trace_id: the key the seed's clients log, and the one "for trace 17" queries ask for.
     index_extra: list[str] = field(default_factory=lambda: ["trace_id"])
     log_level: str = "info"
+    workers: int = 1
+    # Set by the --workers supervisor for its workers, not an option: listeners are bound
+    # with SO_REUSEPORT so each worker has its own socket on the shared port.
+    reuse_port: bool = False
 
 
 # The options every command that reads the database shares with ``serve``, so ``query``,

@@ -68,10 +68,14 @@ class DatagramReader:
         self._ipv6 = sock.family == socket.AF_INET6
 
     @classmethod
-    def bind(cls, intake: Intake, host: str, port: int, kind: str) -> DatagramReader:
+    def bind(
+        cls, intake: Intake, host: str, port: int, kind: str, *, reuse_port: bool = False
+    ) -> DatagramReader:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
+            if reuse_port:  # serve --workers: the kernel spreads datagrams over the workers' sockets
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind((host, port))
         except OSError:
             sock.close()

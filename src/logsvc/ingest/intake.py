@@ -183,7 +183,7 @@ class Intake:
             for host, port in addrs:
                 if kind == "gelf_udp":  # the port its TCP side got, also when asked for :0
                     port = next(gelf_tcp).sock.getsockname()[1]
-                reader = DatagramReader.bind(self, host, port, kind)
+                reader = DatagramReader.bind(self, host, port, kind, reuse_port=st.reuse_port)
                 self.datagrams.append(reader)
                 reader.start()
                 rcvbuf = reader.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
@@ -214,6 +214,10 @@ class Intake:
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if self.settings.reuse_port and kind != "metrics":
+                # serve --workers: every worker has its own socket on the port, the kernel
+                # spreads new connections over them.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind((host, port))
             sock.listen(LISTEN_BACKLOG)
         except OSError:
