@@ -167,7 +167,7 @@ def test_block_policy_waits_the_bound_then_drops_new_and_says_so_once(
     waited = time.monotonic() - t0
     t1 = time.monotonic()
     emit(h, 50, 101)  # the same episode: dropped at once
-    assert 0.15 < waited < 2 and time.monotonic() - t1 < 0.15
+    assert 0.15 < waited < 2 and time.monotonic() - t1 < 1  # not 50 x block_timeout
     assert h.stats()["dropped"] == {"spool_full": 51}
     server.hold_acks = False
     h.flush(10)
