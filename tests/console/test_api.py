@@ -44,7 +44,7 @@ def svc(dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Se
     assert m is not None
     try:
         send_records(service.port)
-        service.wait_rows(10 + len(HOSTILE), "seq", "true")
+        service.wait_rows(11 + len(HOSTILE), "seq", "true")
         yield service, int(m.group(1))
     finally:
         service.stop()
@@ -72,6 +72,7 @@ def send_records(port: int) -> None:
         web.info("bye")
         for text in HOSTILE:
             other.info(text, extra={"hostile": text})
+        other.info("bigline " + "<b>x</b>" * 25_000)  # 200 kB
         for hours, text in ((5, "old one"), (30, "older one")):
             rec = other.makeRecord("capp.old", logging.INFO, "x.py", 1, text, (), None)
             rec.created -= hours * 3600
@@ -154,7 +155,7 @@ def test_search_pages_by_cursor_without_gaps_or_repeats(svc: tuple[Service, int]
         if cursor is None:
             break
     assert seen == [r["id"] for r in whole["records"]]
-    assert len(seen) == 8 + len(HOSTILE)
+    assert len(seen) == 9 + len(HOSTILE)
 
 
 def test_search_reaches_back_through_growing_windows_in_order(svc: tuple[Service, int]) -> None:
@@ -172,7 +173,7 @@ def test_search_reaches_back_through_growing_windows_in_order(svc: tuple[Service
             break
         params["cursor"] = page["next"]
     times = [api(port, "record", id=i)[1]["created"] for i in ids]
-    assert len(ids) == 10 + len(HOSTILE) == len(set(ids))
+    assert len(ids) == 11 + len(HOSTILE) == len(set(ids))
     assert times == sorted(times, reverse=True)
 
 
@@ -203,6 +204,18 @@ def test_hostile_text_comes_back_as_json_strings_unchanged(svc: tuple[Service, i
     assert b"\x1b" not in raw and b"\n" not in raw.rstrip(b"\n")  # escaped inside the strings
 
 
+def test_long_fields_are_cut_in_lists_and_whole_in_the_record(svc: tuple[Service, int]) -> None:
+    _, port = svc
+    status, body = api(port, "search", q="bigline")
+    assert status == 200, body
+    [rec] = body["records"]
+    assert rec["truncated"] is True and len(rec["message"]) == 16384
+    status, whole = api(port, "record", id=rec["id"])
+    assert status == 200 and whole["message"] == "bigline " + "<b>x</b>" * 25_000
+    status, body = api(port, "search", q="disk")
+    assert body["records"][0]["truncated"] is False
+
+
 def test_bad_queries_are_400_with_the_position(svc: tuple[Service, int]) -> None:
     _, port = svc
     status, body = api(port, "search", q='error "unclosed')
@@ -231,7 +244,7 @@ def test_histogram_counts_by_level_over_the_whole_range(svc: tuple[Service, int]
     for b in body["buckets"]:
         for level, n in b["counts"].items():
             totals[level] = totals.get(level, 0) + n
-    assert totals == {"DEBUG": 1, "INFO": 4 + len(HOSTILE), "WARNING": 1, "ERROR": 1, "CRITICAL": 1}
+    assert totals == {"DEBUG": 1, "INFO": 5 + len(HOSTILE), "WARNING": 1, "ERROR": 1, "CRITICAL": 1}
     assert all(re.search(r"[+-]\d\d:\d\d$", b["t"]) for b in body["buckets"])
 
 
@@ -278,7 +291,7 @@ def test_context_by_trace_and_by_process_with_load_more(svc: tuple[Service, int]
 
 def test_facets_top_values_and_extra_keys(svc: tuple[Service, int]) -> None:
     _, port = svc
-    status, body = api(port, "facets", q="-hostile:*")
+    status, body = api(port, "facets", q="-hostile:* -bigline")
     assert status == 200, body
     fields = {f["name"]: f for f in body["fields"]}
     assert [f["name"] for f in body["fields"]][:3] == ["level", "logger", "host"]
@@ -364,7 +377,7 @@ def test_console_command_serves_the_api_and_wants_its_token(
     log_path = tmp_path / "console.log"
     cmd = [
         sys.executable, "-m", "logsvc", "console", "--dsn", dsn, "--schema", service.schema,
-        "--listen", "127.0.0.1:0", "--console-token", "s3cret",
+        "--listen", "127.0.0.1:0", "--console-token", "s3cret-t0ken",
     ]  # fmt: skip
     with open(log_path, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -383,10 +396,10 @@ def test_console_command_serves_the_api_and_wants_its_token(
         status, headers, _ = get(port, "/api/search?q=disk")
         assert status == 401 and headers["www-authenticate"].startswith("Bearer")
         assert get(port, "/api/search?q=disk", {"Authorization": "Bearer wrong"})[0] == 401
-        status, _, body = get(port, "/api/search?q=disk", {"Authorization": "Bearer s3cret"})
+        status, _, body = get(port, "/api/search?q=disk", {"Authorization": "Bearer s3cret-t0ken"})
         assert status == 200 and [r["message"] for r in json.loads(body)["records"]] == ["disk full"]
         # The page's link: the token once in the URL, a cookie from then on.
-        status, headers, _ = get(port, "/?token=s3cret&q=disk")
+        status, headers, _ = get(port, "/?token=s3cret-t0ken&q=disk")
         assert status == 303 and headers["location"] == "/?q=disk"
         cookie = headers["set-cookie"].split(";", 1)[0]
         assert "HttpOnly" in headers["set-cookie"] and "SameSite=Strict" in headers["set-cookie"]
@@ -422,7 +435,9 @@ def test_operator_port_off_loopback_without_token_refuses_console_routes() -> No
         assert resp is not None and resp.status == 403 and b"--console-token" in resp.body
         resp = console.handle(None, Request("GET", "/", "", {}, b"", "10.0.0.9:5555"))  # type: ignore[arg-type]
         assert resp is not None and resp.status == 403
-        with_token = build(reactor, "host=127.0.0.1 port=1", "logsvc", host="0.0.0.0", token="t")
+        with_token = build(
+            reactor, "host=127.0.0.1 port=1", "logsvc", host="0.0.0.0", token="long-enough-token"
+        )
         resp = with_token.handle(None, Request("GET", "/api/search", "", {}, b"", "p"))  # type: ignore[arg-type]
         assert resp is not None and resp.status == 401
     finally:
@@ -527,3 +542,17 @@ def test_an_unreachable_database_is_503_not_a_traceback(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
+
+
+@pytest.mark.parametrize("token", ["short", "has space in it", "semi;colon;token", "x" * 300])
+def test_tokens_that_cannot_travel_in_a_cookie_are_refused(token: str) -> None:
+    from logsvc.console import build
+    from logsvc.errors import ConfigError
+    from logsvc.loop import Reactor
+
+    reactor = Reactor()
+    try:
+        with pytest.raises(ConfigError):
+            build(reactor, "host=127.0.0.1 port=1", "logsvc", host="127.0.0.1", token=token)
+    finally:
+        reactor.close()

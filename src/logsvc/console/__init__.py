@@ -17,11 +17,17 @@ The page itself (``static/``) is plain HTML, CSS and JavaScript shipped in the p
 from __future__ import annotations
 
 import ipaddress
+import re
 
 from logsvc.console.api import Console
 from logsvc.console.db import ConsoleDb
 from logsvc.console.tail import Tail
+from logsvc.errors import ConfigError
 from logsvc.loop import Reactor
+
+# A token travels in a header and a cookie: letters, digits and -._~+/= (what
+# secrets.token_urlsafe and base64 give), long enough not to be guessed.
+_TOKEN = re.compile(r"^[A-Za-z0-9._~+/=-]{8,256}$")
 
 
 def is_loopback(host: str) -> bool:
@@ -46,7 +52,15 @@ def build(
     """A console with its pool and live tail, for an operator port bound to ``host``.
 
     Off loopback the console needs ``token``; without one its routes answer 403.
+
+    Raises:
+        ConfigError: a token that cannot travel in a cookie, or shorter than 8 characters.
     """
+    if token and not _TOKEN.match(token):
+        raise ConfigError(
+            "--console-token: use 8 to 256 letters, digits or -._~+/= (for example the output of "
+            "python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
     db = ConsoleDb(reactor, conninfo, pg_timeout=pg_timeout)
     console = Console(db, schema, token=token or None, require_token=not is_loopback(host))
     tail = Tail(reactor, db, console.schema)

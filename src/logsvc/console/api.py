@@ -124,6 +124,29 @@ _ID = re.compile(r"^([0-9a-f]{32}|-):(\d{1,19})$")
 # One record as JSON, built by PostgreSQL: the CLI's field names (query.FIELDS) plus "id".
 _ID_SQL = "coalesce(replace(journal::text, '-', ''), '-') || ':' || seq"
 RECORD_JSON = "json_build_object('id', " + _ID_SQL + ", " + ", ".join(f"'{f}', {f}" for f in FIELDS) + ")"
+# In lists (search, context, tail) the long fields are cut at LIST_FIELD_CHARS and the record
+# says "truncated": true; /api/record gives it whole. A page of 1,000 records holding 8 MiB
+# messages (the store's cap) would otherwise be gigabytes in the service and the browser.
+LIST_FIELD_CHARS = 16384
+_LONG = ("message", "exc_text", "stack_info")
+
+
+def _list_field(f: str) -> str:
+    if f in _LONG:
+        return f"left({f}, {LIST_FIELD_CHARS})"
+    if f == "extra":
+        return (
+            f"CASE WHEN length(extra::text) > {LIST_FIELD_CHARS} "
+            f"THEN jsonb_build_object('_truncated', left(extra::text, {LIST_FIELD_CHARS})) ELSE extra END"
+        )
+    return f
+
+
+_CUT = " OR ".join(f"length({f}) > {LIST_FIELD_CHARS}" for f in _LONG)
+LIST_JSON = (
+    "json_build_object('id', " + _ID_SQL + ", " + ", ".join(f"'{f}', {_list_field(f)}" for f in FIELDS)
+    + f", 'truncated', coalesce({_CUT} OR length(extra::text) > {LIST_FIELD_CHARS}, false))"
+)  # fmt: skip
 # The keyset of a row: created in µs since the epoch, and seq.
 _KEY_SQL = "(extract(epoch FROM created) * 1000000)::bigint, seq"
 _HOST_SQL = "regexp_replace(peer, ':[^:]*$', '')"
@@ -386,7 +409,7 @@ class Console:
             # The JSON is built in the outer query, for the rows kept only: in one query
             # PostgreSQL would build it for every row it sorts (10x slower on a busy hour).
             sql = (
-                f"SELECT {RECORD_JSON}, {_KEY_SQL} FROM (SELECT * FROM {self.schema}.records "
+                f"SELECT {LIST_JSON}, {_KEY_SQL} FROM (SELECT * FROM {self.schema}.records "
                 f"WHERE created >= {ps.add(lo.isoformat(), 'timestamptz')} "
                 f"AND created < {ps.add(hi.isoformat(), 'timestamptz')} AND {cond} "
                 f"ORDER BY created {order}, seq {order} LIMIT {ps.add(want, 'bigint')}) r "
@@ -550,7 +573,7 @@ class Console:
             self._context_sides(conn, sides, cursors, anchor, match, same, n, row[0])
             return None
 
-        columns = f"{RECORD_JSON}, {_KEY_SQL}, process, peer, extra -> 'trace_id'"
+        columns = f"{LIST_JSON}, {_KEY_SQL}, process, peer, extra -> 'trace_id'"
         self._find(conn, params.get("id", ""), columns, anchored)
 
     def _context_sides(

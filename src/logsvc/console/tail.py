@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import orjson
 
 from logsvc.console import query_lang as ql
-from logsvc.console.api import RECORD_JSON, SECURITY_HEADERS, ApiError, db_error_response
+from logsvc.console.api import LIST_JSON, SECURITY_HEADERS, ApiError, db_error_response
 from logsvc.console.db import ConsoleDb, Row
 from logsvc.errors import StoreError
 from logsvc.ingest.http import HttpConnection, Request
@@ -153,7 +153,7 @@ class Tail:
         # the count is a plain aggregate (a window over every new row costs twice as much).
         where = f"stored > $1::timestamptz AND {sub.where}"
         sql = (
-            f"SELECT {RECORD_JSON}, stored, (SELECT count(*) FROM {self._schema}.records WHERE {where}) "
+            f"SELECT {LIST_JSON}, stored, (SELECT count(*) FROM {self._schema}.records WHERE {where}) "
             f"FROM (SELECT * FROM {self._schema}.records WHERE {where} "
             f"ORDER BY stored DESC, seq DESC LIMIT {self._max}) r ORDER BY stored DESC, seq DESC"
         )
