@@ -40,6 +40,8 @@
     "thread_name", "peer", "seq",
   ];
   const PRE_FIELDS = new Set(["message", "exc_text", "stack_info"]);
+  // Shown in their own rows below the fields, or not a field ("truncated": the list cut it).
+  const NOT_IN_TABLE = new Set(["extra", "exc_text", "stack_info", "truncated"]);
   // extra keys whose values are ids to filter on (trace_id, spanId, request-id, correlation_id...).
   const ID_KEY = /(^|[_.-])(trace|span|request|req|correlation|transaction)[_.-]?id$|^(trace|span|request)(id)?$/i;
   const ID_VALUE = /^(?:[0-9a-f]{16}|[0-9a-f]{32})$/i;
@@ -327,7 +329,28 @@
     row.classList.toggle("selected", on);
     const old = row.querySelector(":scope > .detail");
     if (old) old.remove();
-    if (on) row.append(renderDetail(row._rec, opts));
+    if (!on) return;
+    const detail = renderDetail(row._rec, opts);
+    row.append(detail);
+    // Lists carry long fields cut (the record says "truncated"); /api/record has it whole.
+    if (row._rec.truncated && !row._loading) {
+      row._loading = true;
+      const note = el("div", { class: "sub" }, "Loading the whole record…");
+      detail.prepend(note);
+      api("/api/record", { id: asText(row._rec.id) })
+        .then((full) => {
+          row._rec = full;
+          if (row.classList.contains("selected") && row.querySelector(":scope > .detail") === detail) {
+            detail.replaceWith(renderDetail(full, opts));
+          }
+        })
+        .catch((e) => {
+          note.textContent = `Only the start of the long fields is shown: ${e.message}`;
+        })
+        .finally(() => {
+          row._loading = false;
+        });
+    }
   }
 
   // A long value: the first DETAIL_CUT characters and a button that shows the rest.
@@ -357,7 +380,7 @@
   function renderDetail(rec, opts) {
     const table = el("table", { class: "fields" });
     const keys = FIELD_ORDER.filter((k) => k in rec).concat(
-      Object.keys(rec).filter((k) => !FIELD_ORDER.includes(k) && k !== "extra" && k !== "exc_text" && k !== "stack_info"),
+      Object.keys(rec).filter((k) => !FIELD_ORDER.includes(k) && !NOT_IN_TABLE.has(k)),
     );
     const empty = [];
     for (const k of keys) {
@@ -540,6 +563,11 @@
       updateStatus();
       $("status").textContent = "no results: " + e.message;
       showQueryError(e);
+      if (e.status === 400 && source) {
+        source.close(); // it was refused for the same reason
+        source = null;
+        setLiveState("live tail off until the query is fixed", "bad");
+      }
     }
   }
 
@@ -689,8 +717,12 @@
   // ---------------------------------------------------------------- histogram
 
   let plot = null;
+  let plotLevels = "";
   let histCtl = null;
   let histTimer = null;
+  let histPressed = false; // a drag may be under way: a refresh must not replace the plot
+  // What the plot's range and legend read; replaced by each draw, so a refresh is a setData.
+  let hist = { since: 0, until: 1, raw: [], totals: [] };
 
   function stackedBars(color) {
     return {
@@ -742,30 +774,35 @@
     const order = levels.map((_, i) => i).reverse();
     const totals = raw.map((r) => r.reduce((a, b) => a + b, 0));
     const all = totals.reduce((a, b) => a + b, 0);
-    const since = Date.parse(body.since) / 1000;
-    const until = Date.parse(body.until) / 1000;
+    hist = { since: Date.parse(body.since) / 1000, until: Date.parse(body.until) / 1000, raw, totals };
     $("histogram-note").textContent =
       `${all.toLocaleString()} records from ${localTime(body.since)} to ${localTime(body.until)}, ` +
       `${formatStep(step)} per bar · drag across the bars to zoom`;
     const data = [xs, ...order.map((i) => sums[i])];
+    if (plot && plotLevels === levels.join()) {
+      plot.setData(data); // same series: new bars, range and legend figures in place
+      return;
+    }
     const series = [
       {},
       ...order.map((i) => {
         const s = stackedBars(LEVEL_COLORS[levels[i]] || "#64748b");
         s.label = levels[i];
-        s.value = (u, v, si, idx) => (idx === null || idx === undefined ? totals[i].toLocaleString() : String(raw[i][idx]));
+        s.value = (u, v, si, idx) =>
+          idx === null || idx === undefined ? (hist.totals[i] || 0).toLocaleString() : String(hist.raw[i][idx] ?? "");
         return s;
       }),
     ];
     const wrap = $("histogram");
     if (plot) plot.destroy();
+    plotLevels = levels.join();
     plot = new uPlot(
       {
         width: Math.max(300, wrap.clientWidth),
         height: 150,
         series,
         scales: {
-          x: { time: true, range: () => [since, until] },
+          x: { time: true, range: () => [hist.since, hist.until] },
           y: { range: (u, lo, hi) => [0, Math.max(1, Math.ceil(hi * 1.1))] },
         },
         axes: [{ stroke: "#475569" }, { stroke: "#475569", size: 50 }],
@@ -778,7 +815,7 @@
               const a = u.posToVal(u.select.left, "x");
               const b = u.posToVal(u.select.left + u.select.width, "x");
               u.setSelect({ left: 0, top: 0, width: 0, height: 0 }, false);
-              zoomTo(Math.max(a, since), Math.min(b, until));
+              zoomTo(Math.max(a, hist.since), Math.min(b, hist.until));
             },
           ],
         },
@@ -798,7 +835,7 @@
     histTimer = null;
     if (state.until) return;
     histTimer = setInterval(() => {
-      if (!state.paused && !document.hidden && !state.until) loadHistogram();
+      if (!state.paused && !document.hidden && !state.until && !histPressed) loadHistogram();
     }, HISTOGRAM_REFRESH_MS);
   }
 
@@ -1016,6 +1053,8 @@
     window.addEventListener("pageshow", (ev) => {
       if (ev.persisted) updateTail(true);
     });
+    $("histogram").addEventListener("mousedown", () => (histPressed = true));
+    document.addEventListener("mouseup", () => (histPressed = false));
     let resizeTimer = null;
     window.addEventListener("resize", () => {
       clearTimeout(resizeTimer);
