@@ -118,6 +118,39 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+ACKED = " (acknowledging handler)"  # tests/faults/test_acked.py names its faults so
+
+
+def side_by_side(rows: list[dict[str, Any]]) -> str:
+    """The faults run with both handlers: what each lost and duplicated, in one table."""
+    stock = {r["fault"]: r for r in rows if not r["fault"].endswith(ACKED)}
+    acked = [r for r in rows if r["fault"].endswith(ACKED)]
+    head = (
+        "| fault | stock `SocketHandler`: sent | stored | lost | duplicated "
+        "| `logsvc_client.Handler`: sent | stored | lost | duplicated | what was done (acknowledging) |"
+    )
+    lines = [head, "|" + "---|" * 10]
+    for a in acked:
+        name = a["fault"].removesuffix(ACKED)
+        s = stock.get(name)
+        outcome = "" if a.get("outcome", "passed") == "passed" else f" (**{a['outcome']}**)"
+        cells = [
+            name + outcome,
+            *(
+                (_number(s["sent"]), _stored(s), _number(s["lost"]), _number(s["duplicated"]))
+                if s
+                else ("no stock run", "", "", "")
+            ),
+            _number(a["sent"]),
+            _stored(a),
+            _number(a["lost"]),
+            _number(a["duplicated"]),
+            a["done"],
+        ]
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     ap.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
@@ -136,7 +169,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"pytest_status": status, "seconds": round(elapsed, 1), "rows": rows}, indent=2))
     else:
         print()
-        print(markdown(rows))
+        print(markdown([r for r in rows if not r["fault"].endswith(ACKED)]))
+        print()
+        print(side_by_side(rows))
         print()
         print(f"{len(rows)} rows; pytest exit status {status}; {elapsed:.0f} s.")
     return status

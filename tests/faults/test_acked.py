@@ -209,7 +209,7 @@ def test_sigkill_at_ten_moments_under_load_loses_and_duplicates_nothing(
     t = tally(dsn, schema, "acked-sigkill", sent)
     _report(
         reliability_row,
-        "SIGKILL, restart",
+        "SIGKILL and restart",
         f"the service SIGKILLed at 10 random moments (seed {seed}) under {CLIENTS} acknowledging clients, "
         "restarted on the same port each time",
         t,
