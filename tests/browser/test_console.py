@@ -16,6 +16,9 @@ import logging
 import logging.handlers
 import os
 import re
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -550,3 +553,36 @@ def test_a_console_with_a_token_opens_from_its_link_and_tails(
     finally:
         svc.kill()
         browser.delete_all_cookies()
+
+
+def test_logsvc_console_serves_the_same_page_over_the_database(
+    browser: webdriver.Chrome, console: Console, dsn: str, tmp_path: Path
+) -> None:
+    # `logsvc console`: no ingest, only the database `serve` writes to (a read replica's role).
+    log_path = tmp_path / "console.log"
+    cmd = [
+        sys.executable, "-m", "logsvc", "console", "--dsn", dsn, "--schema", console.svc.schema,
+        "--listen", "127.0.0.1:0",
+    ]  # fmt: skip
+    with open(log_path, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        found: list[str] = []
+
+        def listening() -> bool:
+            assert proc.poll() is None, log_path.read_text()
+            m = re.search(r"Console listening on (http://127\.0\.0\.1:\d+)/", log_path.read_text())
+            found.extend([m.group(1)] if m else [])
+            return bool(found)
+
+        wait_for(listening, 30, "logsvc console to listen")
+        w = word("replica")
+        console.send_stored(w, *({"msg": f"{w} {i}"} for i in range(3)))
+        open_view(browser, Console(console.svc, found[0]), q=w)
+        until(browser, lambda d: len(rows(d)) == 3, "the stored records")
+        wait_live(browser)
+        console.send({"msg": f"{w} live"})  # to serve; the console sees it in the database
+        until(browser, lambda d: messages(d)[0] == f"{w} live", "the tailed record")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
