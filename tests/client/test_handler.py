@@ -193,6 +193,23 @@ def test_drop_oldest_policy_keeps_the_newest(
     assert capfd.readouterr().err.count("the spool is full") == 1
 
 
+def test_dropping_records_already_sent_leaves_the_sender_idle(
+    server: FakeServer, handlers: list[logsvc_client.Handler]
+) -> None:
+    server.hold_acks = True
+    h = handler_for(handlers, server.port, spool_max_records=100, full_policy="drop_oldest")
+    emit(h, 100)
+    wait_for(lambda: server.store.count() == 100, 10, "100 records sent")
+    emit(h, 100, 100)  # drops all 100 sent ones: the spool holds only unsent records now
+    wait_for(lambda: server.store.count() == 200, 10, "the newer 100 sent")
+    cpu = time.process_time()
+    time.sleep(1.5)  # past the sender's linger: it must sleep, not spin
+    assert time.process_time() - cpu < 0.5
+    server.hold_acks = False
+    wait_for(lambda: h.stats()["spool_records"] == 0, 10, "the acknowledgements")
+    assert h.stats()["dropped"] == {"drop_oldest": 100} and server.store.count() == 200
+
+
 def test_an_error_frame_is_told_once_and_retried(
     server: FakeServer, handlers: list[logsvc_client.Handler], capfd: pytest.CaptureFixture[str]
 ) -> None:

@@ -29,6 +29,7 @@ def test_memory_spool_numbers_takes_and_trims() -> None:
     assert s.take(1, 10, 1000) == (4, [b"r3", b"r4"])  # acknowledged records are gone
     assert s.trim(2) == [] and s.done_seq == 3  # ACKs never go backwards
     assert s.trim(99) == [1003.0, 1004.0] and len(s) == 0 and s.last_seq() == 5  # never past the last
+    assert not s.has_from(1)
 
 
 def test_memory_spool_caps_and_drop_oldest() -> None:
@@ -37,6 +38,10 @@ def test_memory_spool_caps_and_drop_oldest() -> None:
     assert not s.has_room(1)
     s.drop_oldest()
     assert s.has_room(1) and s.done_seq == 1 and s.take(1, 10, 100) == (2, [b"r1", b"r2"])
+    s.drop_oldest()
+    s.drop_oldest()
+    # Dropped records leave nothing to send, though done_seq is past the sender's position.
+    assert s.done_seq == 3 and not s.has_from(2) and s.take(2, 10, 100) == (2, [])
     assert not Spool(10, 5).has_room(6)
 
 

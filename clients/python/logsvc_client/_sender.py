@@ -396,7 +396,7 @@ class Sender:
                 self.idle = True
             if out is None and sent_through - acked < window:
                 with spool.cond:
-                    more = spool.last_seq() >= next_seq
+                    more = spool.has_from(next_seq)
                 if more:
                     self.idle = False
                     continue

@@ -107,6 +107,10 @@ class Spool:
         """The seq of the newest record held, or ``done_seq`` when none is."""
         return self._seqs[-1] if len(self) else self.done_seq
 
+    def has_from(self, seq: int) -> bool:
+        """Whether a record at or above ``seq`` is held (something to send from there)."""
+        return len(self) > 0 and self._seqs[-1] >= seq
+
     # -- the emit side ------------------------------------------------------------------------------
 
     def put(self, payload: bytes, created: float) -> int:
