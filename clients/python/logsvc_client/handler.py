@@ -323,7 +323,7 @@ class Handler(logging.Handler):
         ``recursion``),
         ``reconnects``, ``connect_failures``, ``errors`` (by kind), ``connected``, ``server``,
         ``ack_latency_s`` (count, p50, p99, max: seconds from emit() to the ACK, over the
-        last 100,000 samples; each ACK adds up to 32 samples spread over the records it covers),
+        last 20,000 samples; each ACK adds up to 32 samples spread over the records it covers),
         and with a disk spool ``spool_write_errors`` and ``spool_torn_bytes``.
         """
         spool, st = self._spool, self._sender.stats
