@@ -177,6 +177,13 @@ def test_search_reaches_back_through_growing_windows_in_order(svc: tuple[Service
     assert times == sorted(times, reverse=True)
 
 
+def test_a_search_back_to_the_year_1_does_not_overflow(svc: tuple[Service, int]) -> None:
+    _, port = svc
+    status, body = api(port, "search", since="0002-01-01T00:00:00+00:00", q="logger:capp.old")
+    assert status == 200, body
+    assert [r["message"] for r in body["records"]] == ["old one", "older one"]
+
+
 def test_spans_cover_the_range_nearest_first() -> None:
     from logsvc.console.api import spans
 
@@ -225,6 +232,7 @@ def test_bad_queries_are_400_with_the_position(svc: tuple[Service, int]) -> None
     status, body = api(port, "histogram", q="level>=loud")
     assert status == 400 and body["position"] == 7
     bad: list[dict[str, str]] = [{"since": "yesterday"}, {"limit": "x"}, {"cursor": "nope"}]
+    bad += [{"since": "0001-01-01"}, {"since": "99999999999w"}, {"cursor": "9999999999999999999_1"}]
     for params in [*bad, {"since": "1h", "until": "2h"}]:
         status, body = api(port, "search", **params)
         assert status == 400 and body["error"], params

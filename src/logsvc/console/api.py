@@ -192,8 +192,9 @@ def spans(
             nxt = stop
         else:
             nxt = edge - span if backward else edge + span
+            span *= growth  # only while short of the rest: no overflow for year-1 ranges
         out.append((nxt, edge) if backward else (edge, nxt))
-        edge, span = nxt, span * growth
+        edge = nxt
     return out
 
 
@@ -262,7 +263,16 @@ class Console:
     # -- dispatch ----------------------------------------------------------------------------
 
     def handle(self, conn: HttpConnection, req: Request) -> Response | None:
+        """Answer ``req`` now, or later through ``conn.respond`` (never leave it unanswered)."""
         self.requests += 1
+        try:
+            return self._handle(conn, req)
+        except Exception:
+            # A bug, not the user's mistake: logged with its traceback, answered without one.
+            log.exception("Console: %s %s failed", req.method, req.path[:200])
+            return _json(500, {"error": "the console failed on this request (the service log has why)"})
+
+    def _handle(self, conn: HttpConnection, req: Request) -> Response | None:
         try:
             denied = self._check_auth(req)
             if denied is not None:
@@ -354,7 +364,7 @@ class Console:
             since = parse_time(params["since"], now) if params.get("since") else until - DEFAULT_RANGE
         except ConfigError as exc:
             raise ApiError(400, str(exc)) from None
-        except OverflowError:
+        except (OverflowError, ValueError):  # query.parse_time: "0001-01-01" local is year 0
             raise ApiError(400, "the time is out of range") from None
         if since >= until:
             raise ApiError(400, f"since ({since.isoformat()}) must be before until ({until.isoformat()})")
