@@ -564,3 +564,31 @@ def test_tokens_that_cannot_travel_in_a_cookie_are_refused(token: str) -> None:
             build(reactor, "host=127.0.0.1 port=1", "logsvc", host="127.0.0.1", token=token)
     finally:
         reactor.close()
+
+
+@pytest.mark.parametrize(
+    ("sqlstate", "reason", "status", "words"),
+    [
+        ("57014", "rejected", 503, "took too long"),  # statement_timeout
+        ("42P01", "rejected", 503, "no logsvc records"),
+        ("22008", "rejected", 400, "boom"),
+        ("XX000", "rejected", 500, "boom"),
+        (None, "connection", 503, "unreachable"),
+        (None, "timeout", 503, "unreachable"),
+    ],
+)
+def test_database_errors_become_clear_answers(
+    sqlstate: str | None, reason: str, status: int, words: str
+) -> None:
+    from logsvc.console.api import db_error_response
+    from logsvc.errors import StoreError
+    from logsvc.store.pgproto import PgError
+
+    exc = (
+        PgError("boom", reason=reason, sqlstate=sqlstate, primary="boom")
+        if sqlstate
+        else StoreError("x", reason=reason)
+    )
+    resp = db_error_response(exc)
+    assert resp.status == status
+    assert words in json.loads(resp.body)["error"]
