@@ -269,6 +269,11 @@ def test_record_by_id(svc: tuple[Service, int]) -> None:
     assert status == 200 and rec["message"] == "disk full" and rec["id"] == rid
     assert api(port, "record", id="0" * 32 + ":1")[0] == 404
     assert api(port, "record", id="nope")[0] == 400
+    # The record's own time as a hint (what a list gives): the same answer.
+    assert api(port, "record", id=rid, created=rec["created"]) == (200, rec)
+    status, body = api(port, "record", id=rid, created="2020-01-01T00:00:00+00:00")
+    assert (status, body) == (200, rec)  # a wrong hint costs the usual search, nothing else
+    assert api(port, "record", id=rid, created="noon")[0] == 400
 
 
 def test_context_by_trace_and_by_process_with_load_more(svc: tuple[Service, int]) -> None:
