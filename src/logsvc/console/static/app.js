@@ -743,7 +743,9 @@
       body = await api("/api/histogram", Object.assign(rangeParams(), { buckets: BUCKETS }), ctl.signal);
     } catch (e) {
       if (e.name === "AbortError") return;
-      note.textContent = "histogram: " + e.message;
+      if (plot) plot.destroy(); // the bars of another query would mislead
+      plot = null;
+      note.textContent = e.position == null ? "histogram: " + e.message : ""; // a query error is shown above
       return;
     }
     if (ctl.signal.aborted) return;
@@ -853,7 +855,7 @@
     } catch (e) {
       if (e.name === "AbortError") return;
       box.textContent = "";
-      box.append(el("div", { class: "muted" }, "fields: " + e.message));
+      if (e.position == null) box.append(el("div", { class: "muted" }, "fields: " + e.message));
       return;
     }
     if (ctl.signal.aborted) return;
