@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import re
 import signal
+import ssl
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +23,46 @@ def service(tmp_path: Path, dsn: str, schema: str) -> Iterator[Service]:
     svc = Service(tmp_path / "data", dsn, schema).start()
     yield svc
     svc.kill()
+
+
+def log_through(h: logsvc_client.Handler, run: str, n: int) -> None:
+    """``n`` records tagged ``run`` through ``h``, flushed (all acknowledged) and closed."""
+    logger = logging.getLogger(f"e2e.{run}")
+    logger.propagate = False
+    logger.addHandler(h)
+    try:
+        for i in range(n):
+            logger.error("%s record %d", run, i, extra={"run": run, "i": i})
+        h.flush(30)
+        assert h.stats()["acked"] == n, h.stats()
+    finally:
+        logger.removeHandler(h)
+        h.close()
+
+
+def test_unix_and_tls_listeners_speak_the_protocol(tmp_path: Path, dsn: str, schema: str) -> None:
+    key, cert = tmp_path / "k.pem", tmp_path / "c.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=t",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    sock = tmp_path / "logsvc.sock"
+    svc = Service(
+        tmp_path / "data", dsn, schema, "--listen", f"unix:{sock}", "--listen-tls", "127.0.0.1:0",
+        "--tls-cert", str(cert), "--tls-key", str(key),
+    ).start()  # fmt: skip
+    try:
+        m = re.search(r"Listening on 127\.0\.0\.1:(\d+) \(TLS", svc.log())
+        assert m, svc.log()
+        tls = ssl.create_default_context(cafile=str(cert))
+        log_through(logsvc_client.Handler("127.0.0.1", int(m.group(1)), ssl_context=tls), "tls", 500)
+        log_through(logsvc_client.Handler(unix_path=str(sock)), "unix", 500)
+        for run in ("tls", "unix"):
+            rows = svc.wait_rows(500, "extra", "extra->>'run' = %s", [run])
+            assert sorted(int(r["extra"]["i"]) for r in rows) == list(range(500))
+    finally:
+        svc.kill()
 
 
 def test_records_through_the_handler_are_stored_exactly_once(service: Service, tmp_path: Path) -> None:
@@ -70,20 +113,9 @@ def test_bench_flood_with_the_stock_handler(service: Service) -> None:
 
 
 def test_json_format_records_are_stored_with_their_fields(service: Service) -> None:
-    h = logsvc_client.Handler("127.0.0.1", service.port, format="json")
-    logger = logging.getLogger("e2e.json")
-    logger.propagate = False
-    logger.addHandler(h)
-    try:
-        for i in range(50):
-            logger.error("json record %d", i, extra={"run": "e2e-json", "i": i})
-        h.flush(30)
-        assert h.stats()["acked"] == 50
-    finally:
-        logger.removeHandler(h)
-        h.close()
+    log_through(logsvc_client.Handler("127.0.0.1", service.port, format="json"), "e2e-json", 50)
     rows = service.wait_rows(50, "message, levelname, logger, extra", "extra->>'run' = 'e2e-json'")
-    assert rows[0]["message"] == "json record 0" and rows[0]["logger"] == "e2e.json"
+    assert rows[0]["message"] == "e2e-json record 0" and rows[0]["logger"] == "e2e.e2e-json"
     assert rows[0]["levelname"] == "ERROR"
     assert sorted(int(r["extra"]["i"]) for r in rows) == list(range(50))
 

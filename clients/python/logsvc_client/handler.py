@@ -43,7 +43,7 @@ class Handler(logging.Handler):
 
     Args:
         host, port: the service's ``--listen`` (or ``--listen-tls``) address.
-        unix_path: a ``--listen-unix`` socket path instead of host and port.
+        unix_path: the path of a ``--listen unix:PATH`` socket instead of host and port.
         ssl_context: TLS to ``--listen-tls`` (``ssl.create_default_context(cafile=...)``).
         server_hostname: the name the certificate must carry (default: ``host``).
         failover: more addresses, ``(host, port)`` pairs, ``"host:port"`` strings or unix
