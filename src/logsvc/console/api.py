@@ -301,7 +301,10 @@ class Console:
         )
         if given is not None and hmac.compare_digest(given.encode(), self.token.encode()):
             return None
-        params = dict(parse_qsl(req.query, max_num_fields=MAX_PARAMS)) if req.path == "/" else {}
+        try:
+            params = dict(parse_qsl(req.query, max_num_fields=MAX_PARAMS)) if req.path == "/" else {}
+        except ValueError:
+            params = {}
         offered = params.pop("token", None)
         if offered is not None and hmac.compare_digest(offered.encode(), self.token.encode()):
             # The page's link carries the token once; the cookie carries it from then on, and
@@ -345,11 +348,9 @@ class Console:
         regexes: tuple[int, ...] = (),
     ) -> None:
         def on_rows(rows: list[Row]) -> None:
-            try:
-                resp = answer(rows)
-            except ApiError as exc:
-                resp = _json(exc.status, exc.body)
-            conn.respond(resp)
+            resp = _answered(answer, rows)
+            if resp is not None:
+                conn.respond(resp)
 
         def on_error(exc: StoreError) -> None:
             conn.respond(db_error_response(exc, regexes))
@@ -458,10 +459,7 @@ class Console:
         def got(new: list[Row]) -> None:
             rows.extend(new)
             if len(rows) >= want or not left:
-                try:
-                    resp = answer(rows)
-                except ApiError as exc:
-                    resp = _json(exc.status, exc.body)
+                resp = _answered(answer, rows)
                 if resp is not None:
                     conn.respond(resp)
                 return
@@ -743,6 +741,17 @@ SELECT f, v, n, d, total, (SELECT count(*) FROM s) FROM r WHERE k <= {FACET_TOP}
 
 
 # -- helpers -----------------------------------------------------------------------------------
+
+
+def _answered(answer: Callable[[list[Row]], Response | None], rows: list[Row]) -> Response | None:
+    """``answer(rows)``, with an ``ApiError`` or a bug turned into its JSON answer."""
+    try:
+        return answer(rows)
+    except ApiError as exc:
+        return _json(exc.status, exc.body)
+    except Exception:
+        log.exception("Console: building an answer failed")
+        return _json(500, {"error": "the console failed on this request (the service log has why)"})
 
 
 def _compile(q: str, ps: ql.Params | None = None) -> ql.Query:
