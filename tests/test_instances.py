@@ -23,7 +23,7 @@ from logsvc.loop import Reactor
 from logsvc.metrics import Metrics
 from logsvc.store import schema as sch
 from logsvc.store.sink import IDLE, PgSink
-from tests.faults.helpers import ClientPlan, TaggedClients, final_counts, tally
+from tests.faults.helpers import ClientPlan, TaggedClients, connected_lines, final_counts, tally
 from tests.helpers import Service, run_until, wait_for
 
 KEYS = ("trace_id",)
@@ -252,9 +252,12 @@ def test_three_instances_one_schema_one_killed_and_restarted_under_load(
     assert row == (journaled, journaled), f"of {journaled} journaled before the kill: {row}"
     second_run = victim.log()
     assert "Connected to PostgreSQL" in second_run
+    # (shipped_seq, unshipped) at the restart's connect: what the killed process left to ship.
+    print(f"killed instance: {journaled} journaled; restarted with {connected_lines(second_run)}")
     assert "creating or upgrading" not in second_run, "a restart on a current schema runs no DDL"
     for i, (svc, c, run) in enumerate(zip(services, clients, runs, strict=True)):
         t = tally(dsn, schema, run, c.sent)
+        print(f"{run}: sent {t.sent}, stored {t.rows}, lost {t.lost}, duplicated {t.duplicated}")
         assert t.duplicated == 0 and t.unexpected == 0, (run, t)
         jid = _journal_id(svc)
         assert by_journal[jid][0] == t.rows, (i, by_journal[jid], t)  # each instance, its own clients
