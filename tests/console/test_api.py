@@ -515,6 +515,8 @@ def test_tail_bounds_its_subscribers_and_checks_the_query(svc: tuple[Service, in
     _, port = svc
     status, body = api(port, "tail", q="(oops")
     assert status == 400 and body["position"] == 0
+    status, body = api(port, "tail", q='x message~"(oops"')
+    assert status == 400 and body["position"] == 10 and "regular expression" in body["error"]
     socks = []
     try:
         for _ in range(8):

@@ -342,6 +342,7 @@ class Query:
     sql: str
     params: Params
     regex_positions: tuple[int, ...] = ()  # where each regex starts, for PostgreSQL's errors
+    regex_patterns: tuple[str, ...] = ()  # the regexes themselves, in the same order
 
 
 def like_escape(text: str) -> str:
@@ -362,12 +363,12 @@ def compile_query(text: str, params: Params | None = None) -> Query:
     node = parse(text)
     if node is None:
         return Query("TRUE", ps)
-    regexes: list[int] = []
+    regexes: list[tuple[int, str]] = []
     sql = _node_sql(node, ps, regexes)
-    return Query(sql, ps, tuple(regexes))
+    return Query(sql, ps, tuple(p for p, _ in regexes), tuple(r for _, r in regexes))
 
 
-def _node_sql(node: Node, ps: Params, regexes: list[int]) -> str:
+def _node_sql(node: Node, ps: Params, regexes: list[tuple[int, str]]) -> str:
     if isinstance(node, Term):
         return _term_sql(node.tok, ps, regexes)
     if isinstance(node, Not):
@@ -377,7 +378,7 @@ def _node_sql(node: Node, ps: Params, regexes: list[int]) -> str:
     return "(" + joiner.join(_node_sql(n, ps, regexes) for n in node.nodes) + ")"
 
 
-def _term_sql(tok: Token, ps: Params, regexes: list[int]) -> str:
+def _term_sql(tok: Token, ps: Params, regexes: list[tuple[int, str]]) -> str:
     if tok.kind is not Kind.FIELD:
         if len(tok.text) > MAX_VALUE_CHARS:
             raise QueryError(f"a search term is longer than {MAX_VALUE_CHARS} characters", tok.pos)
@@ -400,15 +401,15 @@ def _term_sql(tok: Token, ps: Params, regexes: list[int]) -> str:
     return f"(({sql}) IS NOT TRUE)" if negate else sql
 
 
-def _regex(tok: Token, subject: str, value: str, ps: Params, regexes: list[int]) -> str:
+def _regex(tok: Token, subject: str, value: str, ps: Params, regexes: list[tuple[int, str]]) -> str:
     if len(value) > MAX_REGEX_CHARS:
         raise QueryError(f"a regular expression is longer than {MAX_REGEX_CHARS} characters", tok.value_pos)
-    regexes.append(tok.value_pos)
+    regexes.append((tok.value_pos, value))
     return f"{subject} ~* {ps.add(value, 'text')}"
 
 
 def _column_sql(
-    tok: Token, column: str, how: How, op: str, value: str, ps: Params, regexes: list[int]
+    tok: Token, column: str, how: How, op: str, value: str, ps: Params, regexes: list[tuple[int, str]]
 ) -> str:
     if not tok.quoted and value == "*" and op == ":":
         return f"{column} IS NOT NULL"
@@ -466,7 +467,7 @@ def _host_pattern(value: str) -> str:
     return like_escape(shown) + ":%"
 
 
-def _extra_sql(tok: Token, key: str, op: str, value: str, ps: Params, regexes: list[int]) -> str:
+def _extra_sql(tok: Token, key: str, op: str, value: str, ps: Params, regexes: list[tuple[int, str]]) -> str:
     k = ps.add(key, "text")
     if not tok.quoted and value == "*" and op == ":":
         return f"extra ? {k}"

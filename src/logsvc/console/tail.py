@@ -118,9 +118,12 @@ class Tail:
 
         def failed(exc: StoreError) -> None:
             self._starting -= 1
-            conn.respond(db_error_response(exc))
+            conn.respond(db_error_response(exc, query.regex_positions))
 
-        if not self._db.submit("SELECT now()", [], started, failed):
+        # The regexes are compiled once here, so a bad one is a 400 with its position now
+        # rather than a stream whose every look fails.
+        checks = "".join(f", '' ~* ${i}::text" for i in range(1, len(query.regex_patterns) + 1))
+        if not self._db.submit(f"SELECT now(){checks}", list(query.regex_patterns), started, failed):
             self._starting -= 1
             return ApiError(503, "the console is busy (too many queries waiting); retry in a moment")
         return None
