@@ -14,9 +14,11 @@ import os
 import socket
 import ssl
 import struct
+import subprocess
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 PREAMBLE = b"\x89LOGSVC\n"
 MAX_FRAME = 4 << 20
@@ -264,3 +266,14 @@ class FakeServer:
             self.frames += 1
             last_seq = first_seq + count - 1
             high = max(high, last_seq)
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, made by openssl: (cert, key)."""
+    key, cert = directory / "k.pem", directory / "c.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=t",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return cert, key

@@ -6,13 +6,13 @@ import logging
 import re
 import signal
 import ssl
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import logsvc_client
+from tests.client.fake_server import self_signed
 from tests.helpers import Service
 
 pytestmark = pytest.mark.slow
@@ -41,12 +41,7 @@ def log_through(h: logsvc_client.Handler, run: str, n: int) -> None:
 
 
 def test_unix_and_tls_listeners_speak_the_protocol(tmp_path: Path, dsn: str, schema: str) -> None:
-    key, cert = tmp_path / "k.pem", tmp_path / "c.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=t",
-         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
+    cert, key = self_signed(tmp_path)
     sock = tmp_path / "logsvc.sock"
     svc = Service(
         tmp_path / "data", dsn, schema, "--listen", f"unix:{sock}", "--listen-tls", "127.0.0.1:0",

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 import logsvc_client
-from tests.client.fake_server import FakeServer, Store
+from tests.client.fake_server import FakeServer, Store, self_signed
 from tests.helpers import wait_for
 
 
@@ -409,12 +409,7 @@ def test_unix_socket(tmp_path: Path, handlers: list[logsvc_client.Handler]) -> N
 
 
 def test_tls(tmp_path: Path, handlers: list[logsvc_client.Handler]) -> None:
-    key, cert = tmp_path / "k.pem", tmp_path / "c.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=t",
-         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
+    cert, key = self_signed(tmp_path)
     sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     sctx.load_cert_chain(cert, key)
     server = FakeServer(ssl_context=sctx).start()
