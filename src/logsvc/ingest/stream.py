@@ -32,7 +32,7 @@ from logsvc import loop as _loop
 from logsvc.errors import ProtocolError, RecordRejected
 from logsvc.ingest.acked import AckedSession
 from logsvc.record import RecordDict
-from logsvc.wire import NEED_DATA, Decoder
+from logsvc.wire import Decoder
 from logsvc.wire.acked import PREAMBLE_HEAD, AckedDecoder
 
 if TYPE_CHECKING:
@@ -227,16 +227,10 @@ class StreamConnection:
         # skipped. A ProtocolError (the stream is lost) propagates.
         dec = self.decoder
         assert isinstance(dec, Decoder)
-        rejected = self._intake.metrics.records_rejected
-        while True:
-            try:
-                rec = dec.next_record()
-            except RecordRejected as exc:
-                rejected[self.kind, exc.reason] += 1
-                continue
-            if rec is NEED_DATA:
-                return
-            yield rec
+        return dec.records(self._rejected)
+
+    def _rejected(self, exc: RecordRejected) -> None:
+        self._intake.metrics.records_rejected[self.kind, exc.reason] += 1
 
     def _decode(self) -> bool:
         """Hand every complete record to the writer; False if the connection was closed."""

@@ -19,6 +19,7 @@ octet counts) treat a last unterminated message as a frame, as vector's ``decode
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable, Generator
 from typing import Final, Protocol
 
 from logsvc.errors import ProtocolError, RecordRejected
@@ -42,6 +43,12 @@ NEED_DATA: Final = NeedData.NEED_DATA
 
 class Framer(Protocol):
     def maybe_extract(self, buf: ReceiveBuffer) -> bytes | None: ...
+
+
+class BatchFramer(Framer, Protocol):
+    """A framer that can cut every complete frame at once (optional method, see ``records``)."""
+
+    def extract_all(self, buf: ReceiveBuffer) -> list[bytes]: ...
 
 
 class EofFramer(Framer, Protocol):
@@ -68,7 +75,7 @@ class Decoder:
         format: turns one frame into a ``RecordDict`` (e.g. ``PickleFormat``).
     """
 
-    __slots__ = ("_buf", "_error", "_state", "format", "framer")
+    __slots__ = ("_buf", "_error", "_pending", "_state", "format", "framer")
 
     def __init__(self, framer: Framer, format: Format) -> None:
         self.framer = framer
@@ -76,10 +83,15 @@ class Decoder:
         self._buf = ReceiveBuffer()
         self._state = _State.OPEN
         self._error: ProtocolError | None = None
+        # Frames ``records`` cut from the buffer and its caller did not take (it stopped
+        # early): they come first, in order, from the next ``records`` or ``next_record``.
+        self._pending: list[bytes] = []
 
     @property
     def buffered_bytes(self) -> int:
         """Bytes held waiting for a complete frame (for the server's memory accounting)."""
+        if self._pending:
+            return len(self._buf) + sum(map(len, self._pending))
         return len(self._buf)
 
     @property
@@ -124,7 +136,7 @@ class Decoder:
             assert self._error is not None
             raise ProtocolError(f"Decoder is in the error state: {self._error}", reason=self._error.reason)
         try:
-            frame = self.framer.maybe_extract(self._buf)
+            frame = self._pending.pop(0) if self._pending else self.framer.maybe_extract(self._buf)
             if frame is None:
                 if self._state is _State.CLOSED and self._buf:
                     at_eof = getattr(self.framer, "maybe_extract_at_eof", None)
@@ -142,17 +154,81 @@ class Decoder:
             return self.format.parse(frame)
         except RecordRejected:
             raise  # that one record is skipped; the stream is still in step
-        except ProtocolError as exc:
-            self._fail(exc)
-            raise
         except Exception as exc:
-            # Framers and formats promise ProtocolError only; if one breaks that promise the
-            # peer still must not be able to raise anything else through us.
-            err = ProtocolError(f"Internal decoder error: {exc!r}", reason="malformed")
-            self._fail(err)
+            err = self._failed(exc)
+            if err is exc:
+                raise
             raise err from exc
+
+    def records(self, rejected: Callable[[RecordRejected], None]) -> Generator[RecordDict, None, None]:
+        """Every record now complete: what ``next_record`` returns until ``NEED_DATA``.
+
+        With a framer that has ``extract_all`` (``LengthPrefixFramer``) the complete frames
+        are cut in one pass and parsed one by one as the caller iterates: the hot path of a
+        stream connection, without four method calls per frame. Otherwise, and for whatever
+        that pass leaves (a partial frame at EOF, a header to refuse), ``next_record``.
+
+        Args:
+            rejected: called with each ``RecordRejected`` (that frame is skipped, the stream
+                goes on, as with ``next_record``).
+
+        Raises:
+            ProtocolError: as ``next_record``, after the records before the bad frame were
+                yielded; the decoder is then in the ERROR state. If the caller stops
+                iterating early, the frames cut and not yet parsed are kept for the next call.
+        """
+        extract_all = getattr(self.framer, "extract_all", None)
+        if extract_all is not None:
+            parse = self.format.parse
+            while self._state is not _State.ERROR:
+                frames: list[bytes]
+                if self._pending:
+                    frames, self._pending = self._pending, []
+                else:
+                    frames = extract_all(self._buf)
+                    if not frames:
+                        break
+                it = iter(frames)
+                try:
+                    for frame in it:
+                        try:
+                            rec = parse(frame)
+                        except RecordRejected as exc:
+                            rejected(exc)
+                            continue
+                        except Exception as exc:
+                            err = self._failed(exc)
+                            if err is exc:
+                                raise
+                            raise err from exc
+                        yield rec
+                finally:
+                    if self._error is None:  # (an error dropped every frame)
+                        self._pending = list(it)  # [] unless the caller stopped early
+        while True:
+            try:
+                rec_or_need = self.next_record()
+            except RecordRejected as exc:
+                rejected(exc)
+                continue
+            if rec_or_need is NEED_DATA:
+                return
+            yield rec_or_need
+
+    def _failed(self, exc: Exception) -> ProtocolError:
+        # The decoder's error state, entered; returns what to raise: ``exc`` itself if it is a
+        # ProtocolError. Framers and formats promise ProtocolError only; if one breaks that
+        # promise the peer still must not be able to raise anything else through us.
+        err = (
+            exc
+            if isinstance(exc, ProtocolError)
+            else ProtocolError(f"Internal decoder error: {exc!r}", reason="malformed")
+        )
+        self._fail(err)
+        return err
 
     def _fail(self, exc: ProtocolError) -> None:
         self._state = _State.ERROR
         self._error = exc
         self._buf = ReceiveBuffer()  # release the memory; nothing more will be parsed
+        self._pending = []

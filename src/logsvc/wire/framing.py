@@ -74,3 +74,36 @@ class LengthPrefixFramer:
         if length == 0:
             raise ProtocolError("Frame of length zero.", reason="malformed")
         return buf.maybe_extract_exact(length, HEADER_BYTES)
+
+    def extract_all(self, buf: ReceiveBuffer) -> list[bytes]:
+        """Consume and return every complete frame body in ``buf``, in order (``[]``: none).
+
+        The same frames as calling :meth:`maybe_extract` until it returns None, in one pass
+        (``Decoder.records``: per frame, a slice instead of four method calls). It stops
+        before a header it would refuse; the next :meth:`maybe_extract` raises for it.
+
+        Each buffered byte is copied at most twice: the buffer is copied only once its first
+        frame is complete, so a large frame arriving in pieces is not copied per piece.
+        """
+        header = buf.unpack_from(_HEADER)
+        if header is None or not 0 < header[0] <= self.max_frame_bytes:
+            return []
+        n = len(buf)
+        if HEADER_BYTES + header[0] > n:
+            return []
+        data = buf.peek(n)
+        assert data is not None
+        cap = self.max_frame_bytes
+        unpack = _HEADER.unpack_from
+        out = []
+        pos = 0
+        last = n - HEADER_BYTES
+        while pos <= last:
+            length: int = unpack(data, pos)[0]
+            end = pos + HEADER_BYTES + length
+            if end > n or length > cap or length == 0:
+                break
+            out.append(data[pos + HEADER_BYTES : end])
+            pos = end
+        buf.skip(pos)
+        return out
