@@ -599,3 +599,24 @@ def test_database_errors_become_clear_answers(
     resp = db_error_response(exc)
     assert resp.status == status
     assert words in json.loads(resp.body)["error"]
+
+
+def test_the_pool_reconnects_after_postgresql_drops_its_connections(
+    svc: tuple[Service, int], dsn: str
+) -> None:
+    service, port = svc
+    assert api(port, "search", q="disk")[0] == 200
+    with psycopg.connect(dsn, autocommit=True) as c:
+        killed = c.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name = 'logsvc-console' AND datname = current_database() "
+            "AND pid IN (SELECT pid FROM pg_stat_activity WHERE query LIKE %s)",
+            [f"%{service.schema}%"],
+        ).fetchone()
+    assert killed is not None and killed[0] >= 1
+
+    def answers() -> bool:
+        status, body = api(port, "search", q="disk")
+        return status == 200 and [r["message"] for r in body["records"]] == ["disk full"]
+
+    wait_for(answers, 10, "the console to answer again")
