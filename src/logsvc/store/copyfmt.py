@@ -285,7 +285,15 @@ class RowEncoder:
         extra_keys = rec.keys() - self._standard
         if not extra_keys:
             return head + b"\\N\t\\N\t\\N\n"
-        return b"%s%s\t\\N\t\\N\n" % (head, self._json({k: rec[k] for k in extra_keys}))
+        extra = {k: rec[k] for k in extra_keys}
+        # self._json(extra), its common case inline: plain values, nothing to escape or cut.
+        try:
+            js = _orjson_dumps(extra, default=_json_default, option=_JSON_OPTS)
+        except (TypeError, orjson.JSONEncodeError):
+            js = b"\\"  # whatever makes the test below send it to _json
+        if b"\\" in js or len(js) > MAX_EXTRA_BYTES:
+            js = self._json(extra)
+        return b"%s%s\t\\N\t\\N\n" % (head, js)
 
     def _encode_slow(self, rec: RecordDict, seq: int, peer: str, received_ts: str) -> bytes:
         # Any record at all: missing keys, wrong types, text to escape or repair.
