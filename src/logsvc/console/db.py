@@ -177,7 +177,11 @@ class ConsoleDb:
             if not slot.free:
                 continue
             if slot.pgconn is None:
-                if not any(s.connecting for s in self._slots) or len(self._queue) > 1:
+                # One connect at a time unless statements pile up, and none for RECONNECT_S
+                # after one failed (the healthy connections, if any, go on serving the queue).
+                if time.monotonic() >= self._down_until and (
+                    not any(s.connecting for s in self._slots) or len(self._queue) > 1
+                ):
                     self._connect(slot)
                 continue
             self._run(slot, self._queue.popleft())
