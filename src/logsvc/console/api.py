@@ -36,7 +36,6 @@ import datetime as _dt
 import hashlib
 import hmac
 import logging
-import math
 import re
 import time
 from collections.abc import Callable
@@ -47,6 +46,7 @@ from urllib.parse import parse_qsl, unquote, urlencode
 
 import orjson
 
+from logsvc.console import histogram as hg
 from logsvc.console import query_lang as ql
 from logsvc.console.db import ConsoleDb, Row
 from logsvc.errors import ConfigError, StoreError
@@ -244,6 +244,7 @@ class Console:
         self._static: dict[str, tuple[int, int, bytes, str]] = {}  # path -> mtime, size, body, etag
         self.tail: Callable[[HttpConnection, Request, str], ApiError | None] | None = None
         self.closers: list[Callable[[], None]] = []
+        self.histograms = hg.HistogramCache()
         self._routes: dict[str, Callable[[HttpConnection, dict[str, str]], None]] = {
             "search": self._search,
             "histogram": self._histogram,
@@ -475,35 +476,37 @@ class Console:
             raise ApiError(503, "the console is busy (too many queries waiting); retry in a moment")
 
     def _histogram(self, conn: HttpConnection, params: dict[str, str]) -> None:
+        # Buckets on a fixed grid, the settled ones cached when costly (console.histogram).
         buckets = _int_param(params, "buckets", DEFAULT_BUCKETS, 1, MAX_BUCKETS)
-        ps = ql.Params()
-        where, query, since, until = self._where(params, ps)
-        span = (until - since).total_seconds()
-        step = max(1, math.ceil(span / buckets))
-        count = max(1, math.ceil(span / step))
-        lo = "$1::timestamptz"  # _where added since first
-        # date_bin groups in integer arithmetic; the bucket's number is computed per group only.
-        step_p = ps.add(step, "bigint")
-        sql = (
-            f"SELECT (extract(epoch FROM b - {lo}) / {step_p})::bigint, levelno, n FROM ("
-            f"SELECT date_bin({step_p} * INTERVAL '1 second', created, {lo}) AS b, levelno, count(*) AS n "
-            f"FROM {self.schema}.records WHERE {where} GROUP BY 1, 2) g"
-        )
+        since, until = self._range(params)
+        q = params.get("q", "")
+        base = ql.Params()
+        query = _compile(q, base)
+        step, k0, k1 = hg.grid(since, until, buckets)
+        key, clock = (q, step), time.monotonic()
+        settled = self.histograms.settled(k0, k1, step, since, until, self._now())
+        known = self.histograms.known(key, settled, clock)
+        runs = hg.ranges([k for k in range(k0, k1 + 1) if k not in known])
+        if len(runs) > 4:  # holes here and there: one range is cheaper than many
+            known, runs = {}, [(k0, k1)]
 
         def answer(rows: list[Row]) -> Response:
-            counts = [[0] * len(LEVEL_NAMES) for _ in range(count)]
+            counts = {k: [0] * len(LEVEL_NAMES) for k in range(k0, k1 + 1) if k not in known}
             for b, lvl, n in rows:
                 assert b is not None and n is not None
-                i = int(b)
-                if 0 <= i < count:
-                    counts[i][level_index(None if lvl is None else int(lvl))] += int(n)
+                c = counts.get(int(b))
+                if c is not None:
+                    c[level_index(None if lvl is None else int(lvl))] += int(n)
+            took = time.monotonic() - clock
+            self.histograms.keep(key, {k: counts[k] for k in settled if k in counts}, clock, took)
+            counts.update(known)
             out = [
                 {
-                    "t": (since + _dt.timedelta(seconds=i * step)).isoformat(),
+                    "t": hg.start_of(k, step).isoformat(),
                     "counts": {name: c[j] for j, name in enumerate(LEVEL_NAMES) if c[j]},
                     "total": sum(c),
                 }
-                for i, c in enumerate(counts)
+                for k, c in sorted(counts.items())
             ]
             return _json(
                 200,
@@ -516,6 +519,23 @@ class Console:
                 },
             )
 
+        if not runs:
+            conn.respond(answer([]))
+            return
+        ps = ql.Params(list(base.values))
+        spans_sql = []
+        for a, b in runs:
+            lo, hi = max(since, hg.start_of(a, step)), min(until, hg.start_of(b + 1, step))
+            lo_p, hi_p = ps.add(lo.isoformat(), "timestamptz"), ps.add(hi.isoformat(), "timestamptz")
+            spans_sql.append(f"(created >= {lo_p} AND created < {hi_p})")
+        step_p = ps.add(step, "bigint")
+        # date_bin groups in integer arithmetic; the bucket's number is computed per group only.
+        sql = (
+            f"SELECT (extract(epoch FROM b) / {step_p})::bigint, levelno, n FROM ("
+            f"SELECT date_bin({step_p} * INTERVAL '1 second', created, TIMESTAMPTZ 'epoch') AS b, "
+            f"levelno, count(*) AS n FROM {self.schema}.records "
+            f"WHERE ({' OR '.join(spans_sql)}) AND {query.sql} GROUP BY 1, 2) g"
+        )
         self._run(conn, sql, ps.values, answer, query.regex_positions)
 
     def _record(self, conn: HttpConnection, params: dict[str, str]) -> None:
