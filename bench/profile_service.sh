@@ -2,6 +2,7 @@
 # Profile the whole service (cProfile) under one `logsvc bench flood`, then print the top
 # functions by own time.
 #   bench/profile_service.sh [RECORDS] [OUT.prof]
+# LOGSVC_SRC=DIR profiles another tree's src (a git worktree of an older revision).
 # The service runs under `python -m cProfile -o OUT.prof -m logsvc serve` on loopback with
 # its own schema and data dir (both removed afterwards); it is stopped with SIGTERM, which
 # `serve` handles by returning from main, so cProfile writes its file.
@@ -14,7 +15,7 @@ dsn=${LOGSVC_TEST_DSN:-host=127.0.0.1 port=5432 dbname=test user=postgres}
 work=$(mktemp -d /tmp/logsvc-prof-XXXXXX)
 schema=prof_$$
 trap 'rm -rf "$work"; psql -qX "$dsn" -c "DROP SCHEMA IF EXISTS $schema CASCADE" >/dev/null 2>&1 || true' EXIT
-PYTHONPATH=$here/src "$py" -m cProfile -o "$out" -m logsvc serve --listen 127.0.0.1:0 --dsn "$dsn" \
+PYTHONPATH=${LOGSVC_SRC:-$here/src} "$py" -m cProfile -o "$out" -m logsvc serve --listen 127.0.0.1:0 --dsn "$dsn" \
     --schema $schema --data-dir "$work/data" --stats-interval 0 --metrics 127.0.0.1:0 >"$work/log" 2>&1 &
 pid=$!
 port=
