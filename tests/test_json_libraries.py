@@ -46,8 +46,9 @@ graypy = pytest.importorskip("graypy", reason="pip install -e .[dev] (graypy)")
 
 from graypy import GELFUDPHandler  # noqa: E402  (after the skip)
 
-# The columns a record fills; seq, received and peer are the service's own.
-CHECKED = tuple(c for c in COLUMN_NAMES if c not in {"seq", "received", "peer"})
+# The columns a record fills; seq, received and peer are the service's own, stream and
+# stream_seq the acknowledged protocol's (NULL for JSON lines).
+CHECKED = tuple(c for c in COLUMN_NAMES if c not in {"seq", "received", "peer", "stream", "stream_seq"})
 UNICODE = "naïve café ✓ 日本語 🚀 \u2028 end"
 FIELDS: dict[str, Any] = {"user_id": 7, "tags": ["a", "ü"], "order": {"id": 42, "total": 9.5}}
 ANY = object()  # an extra value whose presence is checked, not its value (loguru's elapsed)
