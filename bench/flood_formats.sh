@@ -17,7 +17,7 @@ for ((r = 0; r < repeats; r++)); do
         pid=$!
         port=
         for _ in $(seq 300); do  # at most 30 s
-            port=$(grep -oP 'Listening on 127\.0\.0\.1:\K\d+(?= \(HTTP: POST /ingest)' "$work/log" || true)
+            port=$(grep -oP 'Listening on 127\.0\.0\.1:\K\d+(?= \(HTTP: POST /ingest)' "$work/log" 2>/dev/null || true)
             [[ -n $port ]] && break
             sleep 0.1
         done

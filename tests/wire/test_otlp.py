@@ -452,13 +452,20 @@ _any = st.recursive(
 )
 
 
+# Any key, and the ones the mapping treats apart: logger names, columns, names it reserves.
+_ATTR_KEYS = st.text(min_size=1, max_size=8) | st.sampled_from(
+    ["logger.name", "log.logger", "code.line.number", "code.file.path", "thread.id", "exception.stacktrace",
+     "name", "msg", "trace_id", "resource", "scope", "attributes", "hostname"]
+)  # fmt: skip
+
+
 @settings(max_examples=examples(200), deadline=None)
 @given(
     st.integers(0, 2**64 - 1),
     st.integers(0, 30),
     st.text(max_size=8),
     _any,
-    st.dictionaries(st.text(min_size=1, max_size=8), _any, max_size=4),
+    st.dictionaries(_ATTR_KEYS, _any, max_size=4),
     st.binary(min_size=16, max_size=16),
     st.binary(min_size=8, max_size=8),
 )

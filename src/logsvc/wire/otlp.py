@@ -280,28 +280,24 @@ def _base(resource: dict[str, Any], scope: dict[str, Any], scope_name: str) -> d
     return base
 
 
-def _record(
+def _start(
     base: dict[str, Any],
     time_ns: int,
     observed_ns: int,
     severity: int,
     severity_text: str,
     body: Any,
-    attrs: dict[str, Any],
     trace_id: str,
     span_id: str,
     event_name: str,
 ) -> RecordDict:
+    # A record from its scope's base and its own fields, before its attributes.
     levelno, levelname = _level(severity, severity_text)
     rec: RecordDict = {"levelno": levelno, "levelname": levelname, **base}
     ns = time_ns or observed_ns
     if ns:
         rec["created"] = ns / 1e9
     rec["msg"] = body if isinstance(body, str) else "" if body is None else orjson.dumps(body).decode()
-    if "logger.name" in attrs or "log.logger" in attrs:
-        name = next((attrs.pop(k) for k in _LOGGER_ATTRS if isinstance(attrs.get(k), str)), None)
-        if name:
-            rec["name"] = name
     if trace_id:
         rec["trace_id"] = trace_id
     if span_id:
@@ -312,18 +308,34 @@ def _record(
         text = severity_text.strip()
         if text and text.upper() not in _PLAIN_TEXTS[levelname]:
             rec["severity_text"] = text
+    return rec
+
+
+def _put_attrs(rec: RecordDict, attrs: dict[str, Any]) -> None:
+    # The attributes: a logger name, the columns they are, the rest into extra (one named as
+    # a column or one of our keys under "attributes", so it cannot overwrite anything).
+    if "logger.name" in attrs or "log.logger" in attrs:
+        name = next((attrs.pop(k) for k in _LOGGER_ATTRS if isinstance(attrs.get(k), str)), None)
+        if name:
+            rec["name"] = name
     clashing: dict[str, Any] | None = None
     for key, value in attrs.items():
-        column = _COLUMNS.get(key)
-        if column is not None and isinstance(value, int if column in _INT_COLUMNS else str):
-            rec[column] = value
-        elif key in _RESERVED:
+        target = _target(key, value)
+        if target is not None:
+            rec[target] = value
+        else:
             if clashing is None:
                 clashing = rec["attributes"] = {}
             clashing[key] = value
-        else:
-            rec[key] = value
-    return rec
+
+
+def _target(key: str, value: Any) -> str | None:
+    # Where an attribute goes in the record: its column, its own key, or None: under
+    # "attributes" (a name that is a column or ours). A logger attribute is _put_attrs's.
+    column = _COLUMNS.get(key)
+    if column is not None and isinstance(value, int if column in _INT_COLUMNS else str):
+        return column
+    return None if key in _RESERVED else key
 
 
 # severity_text that says nothing the level does not: the level's names, ours and OTel's.
@@ -425,14 +437,17 @@ def _shadow_request() -> Any:
 
 
 _Shadow = _shadow_request()
+_AttrCache = dict[bytes, tuple[str, Any, str | None]]
 # Decoded attributes remembered per request: their number, and the size of one remembered.
 _ATTR_CACHE_ENTRIES = 4096
 _ATTR_CACHE_BYTES = 512
 
 
-def _pb_kv(raw: bytes, cache: dict[bytes, tuple[str, Any]]) -> tuple[str, Any]:
-    # One KeyValue's bytes -> (key, value); a scalar one is remembered for the next records.
+def _pb_kv(raw: bytes, cache: _AttrCache) -> tuple[str, Any, str | None]:
+    # One KeyValue's bytes -> (key, value, where it goes in the record: _target, None for a
+    # logger attribute too); a scalar one is remembered for the next records.
     kv = KeyValue.FromString(raw)
+    key = kv.key
     v = kv.value
     kind = v.WhichOneof("value")
     if kind == "string_value":
@@ -441,9 +456,9 @@ def _pb_kv(raw: bytes, cache: dict[bytes, tuple[str, Any]]) -> tuple[str, Any]:
         value = v.int_value
     else:
         value = _pb_value(v, 0)
-        if isinstance(value, dict | list):
-            return kv.key, value  # never shared between records: it is theirs to keep
-    hit = (kv.key, value)
+    hit = (key, value, None if key in _LOGGER_ATTRS else _target(key, value))
+    if isinstance(value, dict | list):
+        return hit  # never shared between records: it is theirs to keep
     if len(cache) < _ATTR_CACHE_ENTRIES and len(raw) <= _ATTR_CACHE_BYTES:
         cache[raw] = hit
     return hit
@@ -468,7 +483,7 @@ def _pb_body(raw: bytes) -> Any:
 
 
 def _pb_records(req: Any) -> Iterator[RecordDict | RecordRejected]:
-    cache: dict[bytes, tuple[str, Any]] = {}
+    cache: _AttrCache = {}
     for rl in req.resource_logs:
         try:
             resource = _pb_attrs(Resource.FromString(rl.resource).attributes)
@@ -488,29 +503,34 @@ def _pb_records(req: Any) -> Iterator[RecordDict | RecordRejected]:
                     pass
             base = _base(resource, scope, sc.name)
             for lr in sl.log_records:
-                attrs: dict[str, Any] = {}
                 try:
-                    body = _pb_body(lr.body)
+                    rec = _start(
+                        base,
+                        lr.time_unix_nano,
+                        lr.observed_time_unix_nano,
+                        lr.severity_number,
+                        lr.severity_text,
+                        _pb_body(lr.body),
+                        _hex_id(lr.trace_id),
+                        _hex_id(lr.span_id),
+                        lr.event_name,
+                    )
+                    # Each attribute straight to where _put_attrs would put it; a logger name
+                    # or a clashing name (rare) sends the record through _put_attrs itself.
+                    # (OTLP keys are unique; were one repeated, its last value wins.)
                     for raw in lr.attributes:
-                        key, value = cache.get(raw) or _pb_kv(raw, cache)
-                        attrs[key] = value
+                        _, value, target = cache.get(raw) or _pb_kv(raw, cache)
+                        if target is None:
+                            _put_attrs(rec, {k: v for k, v, _ in (cache.get(r) or _pb_kv(r, cache)
+                                                                  for r in lr.attributes)})  # fmt: skip
+                            break
+                        rec[target] = value
                 except _TooDeep:
                     yield RecordRejected(
                         f"A value nests deeper than {MAX_ANY_DEPTH} levels.", reason="complexity"
                     )
                     continue
-                yield _record(
-                    base,
-                    lr.time_unix_nano,
-                    lr.observed_time_unix_nano,
-                    lr.severity_number,
-                    lr.severity_text,
-                    body,
-                    attrs,
-                    _hex_id(lr.trace_id),
-                    _hex_id(lr.span_id),
-                    lr.event_name,
-                )
+                yield rec
 
 
 # --- OTLP JSON -----------------------------------------------------------------------------
@@ -632,15 +652,16 @@ def _json_record(base: dict[str, Any], lr: Any) -> RecordDict:
     text = _get(lr, "severityText", "severity_text", "")
     body = _get(lr, "body", "body")
     event = _get(lr, "eventName", "event_name", "")
-    return _record(
+    rec = _start(
         base,
         _int(_get(lr, "timeUnixNano", "time_unix_nano", 0)),
         _int(_get(lr, "observedTimeUnixNano", "observed_time_unix_nano", 0)),
         sev,
         text if isinstance(text, str) else "",
         None if body is None else _json_value(body, 0),
-        _json_attrs(lr.get("attributes"), 0),
         _json_id(_get(lr, "traceId", "trace_id")),
         _json_id(_get(lr, "spanId", "span_id")),
         event if isinstance(event, str) else "",
     )
+    _put_attrs(rec, _json_attrs(lr.get("attributes"), 0))
+    return rec
