@@ -421,13 +421,17 @@ class Console:
 
         def statement(lo: _dt.datetime, hi: _dt.datetime, want: int) -> tuple[str, list[str | None]]:
             ps = ql.Params(list(base.values))
-            # The JSON is built in the outer query, for the rows kept only: in one query
-            # PostgreSQL would build it for every row it sorts (10x slower on a busy hour).
+            # The rows are chosen by their keys alone (a sort of narrow rows), then fetched by
+            # tuple id and rendered as JSON, for the rows kept only: in one query PostgreSQL
+            # would build the JSON of every row it sorts (10x slower on a busy hour), and a sort
+            # carrying whole rows costs about half as much again as one of keys.
+            lo_p, hi_p = ps.add(lo.isoformat(), "timestamptz"), ps.add(hi.isoformat(), "timestamptz")
+            rng, n = f"created >= {lo_p} AND created < {hi_p}", ps.add(want, "bigint")
             sql = (
-                f"SELECT {LIST_JSON}, {_KEY_SQL} FROM (SELECT * FROM {self.schema}.records "
-                f"WHERE created >= {ps.add(lo.isoformat(), 'timestamptz')} "
-                f"AND created < {ps.add(hi.isoformat(), 'timestamptz')} AND {cond} "
-                f"ORDER BY created {order}, seq {order} LIMIT {ps.add(want, 'bigint')}) r "
+                f"WITH k AS MATERIALIZED (SELECT tableoid AS t, ctid AS c FROM {self.schema}.records "
+                f"WHERE {rng} AND {cond} ORDER BY created {order}, seq {order} LIMIT {n}) "
+                f"SELECT {LIST_JSON}, {_KEY_SQL} FROM {self.schema}.records WHERE {rng} "
+                f"AND ctid = ANY (ARRAY(SELECT c FROM k)) AND (tableoid, ctid) IN (SELECT t, c FROM k) "
                 f"ORDER BY created {order}, seq {order}"
             )
             return sql, ps.values
