@@ -9,9 +9,13 @@ at once and API requests later, once their statement has run on the console's ow
 1. parameters read and checked (bounded: a handful of fields, limits clamped), the query
    compiled by ``query_lang`` (a bad query is a 400 with its position), the time range read
    like the CLI's ``--since``/``--until`` (``query.parse_time``; default: the last hour);
-2. one or two statements sent with every value as a parameter;
+2. statements sent with every value as a parameter: one, or for lists a few over time
+   windows growing from the starting point (``spans``, ``_windowed``) until the page is
+   full; the histogram's on a fixed grid with its settled buckets cached
+   (``console.histogram``);
 3. the answer assembled from rows PostgreSQL already rendered as JSON (``json_build_object``
    with the CLI's ``--format json`` names), so records are passed through, not decoded.
+   In lists the long fields are cut (``LIST_JSON``); ``/api/record`` gives them whole.
 
 Record ids are ``"<journal uuid hex>:<seq>"`` (``records.journal``, ``records.seq``); rows
 stored before the journal column existed have ``"-:<seq>"``. Cursors are opaque to clients:
