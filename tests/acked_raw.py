@@ -28,13 +28,13 @@ def hello(stream: str, fmt: str = "pickle", **extra: Any) -> bytes:
 
 
 def record_pickle(msg: str, **extra: Any) -> bytes:
-    rec = logging.makeLogRecord(
-        {"name": "acked.test", "msg": msg, "levelno": 20, "levelname": "INFO", **extra}
-    )
+    # A record as a logger call makes it (its own path, function and line).
+    rec = logging.LogRecord("acked.test", logging.INFO, "/srv/app/acked.py", 42, msg, None, None, "handler")
+    rec.__dict__.update(extra)
     d = dict(rec.__dict__)
     d["args"] = None
     d["exc_info"] = None
-    return pickle.dumps(d, 4)
+    return pickle.dumps(d, 1)  # as SocketHandler.makePickle (and logsvc_client) do
 
 
 def records(first_seq: int, payloads: list[bytes]) -> bytes:
