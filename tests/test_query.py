@@ -54,7 +54,10 @@ def test_iso_times_without_offset_are_local_time() -> None:
     assert q.parse_time("2026-01-19", NOW) == _dt.datetime(2026, 1, 19).astimezone()
 
 
-@pytest.mark.parametrize("text", ["", "yesterday", "15", "15x", "-2h", "2026-13-01", "1e400d"])
+@pytest.mark.parametrize(
+    "text",
+    ["", "yesterday", "15", "15x", "-2h", "2026-13-01", "1e400d", "0001-01-01", "9999-12-31T23:59-02:00"],
+)
 def test_unparsable_times_raise_config_error(text: str) -> None:
     with pytest.raises(ConfigError):
         q.parse_time(text, NOW)

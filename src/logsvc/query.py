@@ -138,8 +138,12 @@ def parse_time(text: str, now: _dt.datetime) -> _dt.datetime:
             f"cannot parse time {text!r}: use a relative time (30s, 15m, 2h, 7d, 1w) "
             "or ISO 8601 (2026-01-20, 2026-01-20T10:00, 2026-01-20T10:00:00+02:00)"
         ) from None
-    if t.tzinfo is None:
-        t = t.astimezone()  # local time, as the clock on the wall says
+    try:
+        if t.tzinfo is None:
+            t = t.astimezone()  # local time, as the clock on the wall says
+        t.astimezone(_dt.UTC)  # representable in UTC too (what PostgreSQL is sent)
+    except (ValueError, OverflowError):
+        raise ConfigError(f"time {text!r} is out of range (years 1 to 9999)") from None
     return t
 
 
