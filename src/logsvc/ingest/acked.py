@@ -1,6 +1,6 @@
 """One connection speaking the acknowledged protocol (docs/protocol.md).
 
-A ``StreamConnection`` on a pickle listener (``--listen``, ``--listen-tls``, ``--listen-unix``)
+A ``StreamConnection`` on a pickle listener (``--listen``, TCP or ``unix:PATH``, ``--listen-tls``)
 whose first four bytes are ``\\x89LOG`` hands its bytes to an ``AckedSession`` instead of the
 stock pickle decoder. The session:
 
