@@ -130,11 +130,21 @@ def stages(stream: bytes, tmp: Path) -> dict[str, Callable[[], int]]:
             e(r, i, peer, ts)
         return len(recs)
 
-    def new_writer() -> JournalWriter:
+    row = RowEncoder().encode(recs[0], 1, peer, RowEncoder().timestamp(time.time()))
+
+    class _NullFormat:
+        def parse(self, frame: bytes) -> RecordDict:
+            return recs[0]
+
+    class _NullEncoder(RowEncoder):
+        def encode(self, rec: RecordDict, seq: int, peer: str, received_ts: str) -> bytes:
+            return row
+
+    def new_writer(encoder: RowEncoder | None = None) -> JournalWriter:
         runs[0] += 1
         journal = Journal(tmp / f"j{runs[0]}", fsync="never")
         journal.open()
-        return JournalWriter(Reactor(), journal, RowEncoder(), Metrics())
+        return JournalWriter(Reactor(), journal, encoder or RowEncoder(), Metrics())
 
     per_chunk = max(1, len(recs) * CHUNK // len(stream))
 
@@ -146,36 +156,19 @@ def stages(stream: bytes, tmp: Path) -> dict[str, Callable[[], int]]:
             w.flush()
         return n
 
-    def pipeline() -> int:
-        w = new_writer()
-        dec, n = Decoder(LengthPrefixFramer(), PickleFormat()), 0
+    def reads(w: JournalWriter, dec: Decoder) -> int:
+        n = 0
         for c in chunks:
             dec.feed(c)
             n += w.write(_records(dec), "pickle", peer, time.time())
             w.flush()
         return n
 
-    row = RowEncoder().encode(recs[0], 1, peer, RowEncoder().timestamp(time.time()))
-
-    class _NullFormat:
-        def parse(self, frame: bytes) -> RecordDict:
-            return recs[0]
-
-    class _NullEncoder(RowEncoder):
-        def encode(self, rec: RecordDict, seq: int, peer: str, received_ts: str) -> bytes:
-            return row
+    def pipeline() -> int:
+        return reads(new_writer(), Decoder(LengthPrefixFramer(), PickleFormat()))
 
     def floor() -> int:
-        runs[0] += 1
-        journal = Journal(tmp / f"j{runs[0]}", fsync="never")
-        journal.open()
-        w = JournalWriter(Reactor(), journal, _NullEncoder(), Metrics())
-        dec, n = Decoder(LengthPrefixFramer(), _NullFormat()), 0
-        for c in chunks:
-            dec.feed(c)
-            n += w.write(_records(dec), "pickle", peer, time.time())
-            w.flush()
-        return n
+        return reads(new_writer(_NullEncoder()), Decoder(LengthPrefixFramer(), _NullFormat()))
 
     return {
         "framing": framing,
