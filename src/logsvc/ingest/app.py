@@ -205,7 +205,9 @@ class HttpApp:
             why = ", ".join(f"{n} {reason}" for reason, n in sorted(job.rejected.items()))
             return Response(200, otlp.export_response(media, rejected, why), media)
 
-        self._continue(_Job(conn, items, time.time(), kind, "/v1/logs", reply))
+        job = _Job(conn, items, time.time(), kind, "/v1/logs", reply)
+        job.error = lambda status, message: _otlp_error(media, status, message)
+        self._continue(job)
         return None
 
     def _gelf_http(self, conn: HttpConnection, req: Request) -> Response | None:
@@ -289,7 +291,7 @@ class HttpApp:
             m.frames_rejected[job.kind, exc.reason] += 1
             job.done = True
             if not job.accepted:
-                self._answer(conn, Response.json(400, {"error": str(exc)}), job.path)
+                self._answer(conn, job.error(400, str(exc)), job.path)
                 return
         if not job.done:
             self._reactor.call_soon(lambda: self._continue(job))
@@ -302,7 +304,7 @@ class HttpApp:
             if ok:
                 resp = job.reply(job)
             else:
-                resp = Response.json(503, {"error": "the journal could not be written"})
+                resp = job.error(503, "the journal could not be written")
             self._answer(conn, resp, job.path)
 
         writer.when_durable(durable)
@@ -341,7 +343,18 @@ class _Job:
     once they are durable (or at once when none was accepted).
     """
 
-    __slots__ = ("_items", "accepted", "conn", "done", "kind", "path", "received", "rejected", "reply")
+    __slots__ = (
+        "_items",
+        "accepted",
+        "conn",
+        "done",
+        "error",
+        "kind",
+        "path",
+        "received",
+        "rejected",
+        "reply",
+    )
 
     def __init__(
         self,
@@ -357,6 +370,10 @@ class _Job:
         self.kind = kind
         self.path = path
         self.reply = reply
+        # A refusal's answer: JSON {"error"}; OTLP answers with a google.rpc.Status instead.
+        self.error: Callable[[int, str], Response] = lambda status, message: Response.json(
+            status, {"error": message}
+        )
         self.received = received  # one receive time for the whole request
         self.accepted = 0
         self.rejected: dict[str, int] = {}
