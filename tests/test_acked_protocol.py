@@ -258,3 +258,24 @@ def test_the_handler_over_tls_and_a_unix_socket(
             assert len({r["stream"] for r in got}) == 1
     finally:
         s.kill()
+
+
+@pytest.mark.parametrize("first", [b"", b"\x89", b"\x89LO", b"\x00\x00"])
+def test_a_connection_closed_within_its_first_four_bytes_is_closed_cleanly(
+    svc: Service, first: bytes
+) -> None:
+    # The first four bytes decide the protocol; a client that closes before (a port probe,
+    # a health check) must close cleanly: no error per event, no connection left open.
+    import socket
+
+    for _ in range(3):
+        with socket.create_connection(("127.0.0.1", svc.port)) as s:
+            s.sendall(first)
+    # (The scrape's own HTTP connection is the one left open.)
+    wait_for(lambda: metric(svc, "logsvc_connections_open") <= 1, 10, "every connection closed")
+    assert "Unhandled error" not in svc.log()
+    good = RawClient(svc.port)
+    good.open()
+    good.send_records(1, ["after the probes"])
+    good.wait_ack(1)
+    good.close()

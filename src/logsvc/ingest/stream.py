@@ -187,7 +187,8 @@ class StreamConnection:
                 return
         if eof:
             if self.sniff is not None:  # fewer than four bytes, ever: the stock decoder judges them
-                self.decoder.feed(self.sniff)
+                if self.sniff:  # (an empty feed would be an EOF of its own)
+                    self.decoder.feed(self.sniff)
                 self.sniff = None
             self.decoder.feed(b"")
             if self._decode():
