@@ -79,11 +79,14 @@ def test_dropped_connections_lose_nothing(server: FakeServer, handlers: list[log
     h = handler_for(handlers, server.port, window=300)
     for k in range(10):
         emit(h, 1000, k * 1000)
+        # Cut a live connection (a fast sender may have everything acknowledged already:
+        # the cut then hits it idle, which it must survive just the same).
+        wait_for(lambda: server.connections() >= 1, 10, "a connection to cut")
         server.drop_connections()
     h.flush(10)
     assert sorted(messages(server.store), key=lambda m: int(m[2:])) == [f"m {i}" for i in range(10_000)]
-    st = h.stats()
-    assert st["spool_records"] == 0 and st["reconnects"] >= 1
+    assert h.stats()["spool_records"] == 0
+    assert len(server.hellos) >= 2  # it came back after the cuts
 
 
 def test_records_of_an_outage_are_sent_after_it(handlers: list[logsvc_client.Handler]) -> None:
