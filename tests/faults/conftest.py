@@ -127,7 +127,7 @@ class ReliabilityRow:
             figures: fault-specific measurements, name -> value (units in the name).
             not_accepted: of the lost, records the service never had: dropped by a stock
                 client (no connection, or a send that timed out) or in flight in TCP when
-                the connection was cut. The acking client handler is to bring this to 0.
+                the connection was cut. The acknowledging handler (test_acked.py) brings this to 0.
                 By default, what is missing that logsvc did not lose and the fault did not
                 destroy: where the tagged clients are all the traffic, sent minus read.
             destroyed: of the lost, records the fault itself destroyed (journal bytes the
