@@ -69,7 +69,7 @@ class Service:
             log = self.log()
             m = re.search(r"Listening on 127\.0\.0\.1:(\d+)", log)
             # The metrics listener is bound last: once it is logged, every port is in the log.
-            if m and "(HTTP: /metrics" in log:
+            if m and "HTTP: /metrics" in log:
                 found.append(int(m.group(1)))
             return bool(found)
 

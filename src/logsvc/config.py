@@ -182,6 +182,15 @@ def parse_file(text: str) -> Path:
     return path
 
 
+def parse_bool(text: str) -> bool:
+    t = text.strip().lower()
+    if t in ("yes", "true", "on", "1"):
+        return True
+    if t in ("no", "false", "off", "0"):
+        return False
+    raise ConfigError(f"{text!r} is not yes or no")
+
+
 def parse_positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -300,6 +309,13 @@ OPTIONS: tuple[Option, ...] = (
         "token the web console on the --metrics address asks for (Authorization: Bearer TOKEN, or open "
         "/?token=TOKEN once); without it the console answers only on a loopback address",
         "TOKEN",
+    ),
+    Option(
+        "metrics_tls",
+        parse_bool,
+        "serve the --metrics address (metrics, health, the web console; for logsvc console, its "
+        "--listen) over TLS with --tls-cert and --tls-key: yes or no",
+        "YES|NO",
     ),
     Option("http_max_body_bytes", parse_size, "largest HTTP request body accepted (413 past it)", "SIZE"),
     Option("tls_cert", parse_file, "PEM certificate chain of the TLS listeners", "FILE"),
@@ -449,6 +465,7 @@ class Settings:
     # Prometheus is told to scrape another address on purpose).
     metrics: tuple[str, int] | None = ("127.0.0.1", 5080)
     console_token: str | None = None
+    metrics_tls: bool = False
     http_max_body_bytes: int = 16 << 20
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -571,10 +588,16 @@ def resolve(args: argparse.Namespace, environ: Mapping[str, str] | None = None) 
             }[source]
             raise ConfigError(f"{where}: {exc}") from None
         setattr(settings, opt.name, value)
-    if settings.listen_tls and (settings.tls_cert is None or settings.tls_key is None):
-        raise ConfigError("--listen-tls needs --tls-cert and --tls-key")
-    if (settings.tls_cert or settings.tls_key or settings.tls_client_ca) and not settings.listen_tls:
-        raise ConfigError("--tls-cert/--tls-key/--tls-client-ca are given but no --listen-tls address")
+    if (settings.listen_tls or settings.metrics_tls) and (
+        settings.tls_cert is None or settings.tls_key is None
+    ):
+        raise ConfigError("--listen-tls and --metrics-tls need --tls-cert and --tls-key")
+    if (settings.tls_cert or settings.tls_key or settings.tls_client_ca) and not (
+        settings.listen_tls or settings.metrics_tls
+    ):
+        raise ConfigError(
+            "--tls-cert/--tls-key/--tls-client-ca are given but no --listen-tls address nor --metrics-tls yes"
+        )
     if settings.journal_max_bytes < 2 * settings.journal_segment_bytes:
         # The active segment is never deleted, so a cap below two segments could keep the
         # journal "full" forever even with everything shipped.

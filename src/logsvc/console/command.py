@@ -15,6 +15,7 @@ import errno
 import logging
 import signal
 import socket
+import ssl
 import sys
 import time
 
@@ -23,6 +24,7 @@ from logsvc.console import build, is_loopback
 from logsvc.console.api import Console
 from logsvc.errors import ConfigError
 from logsvc.ingest.http import HttpConnection, Request, Response
+from logsvc.ingest.intake import make_tls_context
 from logsvc.loop import EPOLLET, EPOLLIN, Reactor
 
 log = logging.getLogger("logsvc.console")
@@ -48,7 +50,18 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         default=DEFAULT_LISTEN,
         help=f"address of the console (default: {DEFAULT_LISTEN}); off loopback it needs --console-token",
     )
-    config.add_arguments(p, only=(*config.DATABASE_OPTIONS, "console_token", "pg_timeout", "log_level"))
+    config.add_arguments(
+        p,
+        only=(
+            *config.DATABASE_OPTIONS,
+            "console_token",
+            "pg_timeout",
+            "log_level",
+            "metrics_tls",
+            "tls_cert",
+            "tls_key",
+        ),
+    )
     p.set_defaults(func=_run)
 
 
@@ -84,6 +97,8 @@ class ConsoleServer:
             pg_timeout=settings.pg_timeout,
         )
         self._host, self._port = host, port
+        # --metrics-tls yes with --tls-cert/--tls-key: the page over HTTPS, shaken hands on the loop.
+        self._tls = make_tls_context(settings) if settings.metrics_tls else None
         self._sock: socket.socket | None = None
         self._conns: dict[int, HttpConnection] = {}
 
@@ -105,7 +120,8 @@ class ConsoleServer:
         self.reactor.call_later(IDLE_TIMEOUT_S / 4, self._sweep)
         host, port = sock.getsockname()[:2]
         shown = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
-        log.info("Console listening on http://%s/ (schema %s).", shown, self.console.schema)
+        scheme = "https" if self._tls is not None else "http"
+        log.info("Console listening on %s://%s/ (schema %s).", scheme, shown, self.console.schema)
 
     def run(self) -> int:
         try:
@@ -136,6 +152,13 @@ class ConsoleServer:
                 continue
             sock.setblocking(False)
             peer = f"{addr[0]}:{addr[1]}"
+            if self._tls is not None:
+                try:
+                    sock = self._tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+                except (ssl.SSLError, OSError) as exc:
+                    log.warning("Console: TLS set-up failed for %s: %s", peer, exc)
+                    sock.close()
+                    continue
             conn = HttpConnection(
                 sock, peer, self.reactor, self._route, max_body_bytes=MAX_BODY_BYTES, on_close=self._closed
             )

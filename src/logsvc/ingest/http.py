@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import errno
 import socket
+import ssl
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -44,6 +45,10 @@ READ_BUDGET_BYTES = 256 * 1024
 RECV_CHUNK_BYTES = 64 * 1024
 
 _EV = _loop.EPOLLIN | _loop.EPOLLOUT | _loop.EPOLLRDHUP | _loop.EPOLLET
+# Reads and writes that must wait for the next edge. Over TLS either may need the other
+# direction (a handshake, a key update); both are registered, edge-triggered.
+_WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+_TLS_EOF = (ssl.SSLZeroReturnError, ssl.SSLEOFError)
 _QUIET_ERRNOS = frozenset({errno.ECONNRESET, errno.ECONNABORTED, errno.EPIPE, errno.ETIMEDOUT})
 
 
@@ -85,6 +90,7 @@ class HttpConnection:
         "app",
         "closed",
         "fd",
+        "handshaking",
         "last_active",
         "max_body_bytes",
         "on_close",
@@ -112,6 +118,8 @@ class HttpConnection:
         self.max_body_bytes = max_body_bytes
         self.on_close = on_close
         self.closed = False
+        # A TLS socket (the operator port with --metrics-tls) shakes hands on the loop first.
+        self.handshaking = isinstance(sock, ssl.SSLSocket)
         self.last_active = time.monotonic()
         self.partial_since = 0.0  # a request has started and is not complete yet
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
@@ -130,6 +138,8 @@ class HttpConnection:
     def _on_events(self, mask: int) -> None:
         if self.closed:
             return
+        if self.handshaking and not self._handshake():
+            return
         if self._out and not self._flush():
             return
         if self._streaming:
@@ -137,16 +147,32 @@ class HttpConnection:
             return
         self._read()
 
+    def _handshake(self) -> bool:
+        """Advance a TLS handshake on the loop; True once it is done."""
+        sock = self.sock
+        assert isinstance(sock, ssl.SSLSocket)
+        try:
+            sock.do_handshake()
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return False  # EPOLLIN and EPOLLOUT are both registered: the next edge resumes
+        except (ssl.SSLError, OSError):
+            self.close("tls_error")
+            return False
+        self.handshaking = False
+        return True
+
     def _read(self, budget: int = READ_BUDGET_BYTES) -> None:
         nread = 0
         eof = False
         while nread < budget and not self._waiting and not self._out:
             try:
                 data = self.sock.recv(RECV_CHUNK_BYTES)
-            except BlockingIOError:
+            except _WOULD_BLOCK:
                 break
             except InterruptedError:
                 continue
+            except _TLS_EOF:
+                data = b""
             except OSError as exc:
                 self.close("reset" if exc.errno in _QUIET_ERRNOS else "error")
                 return
@@ -288,8 +314,10 @@ class HttpConnection:
         while nread < READ_BUDGET_BYTES:
             try:
                 data = self.sock.recv(RECV_CHUNK_BYTES)
-            except (BlockingIOError, InterruptedError):
+            except (*_WOULD_BLOCK, InterruptedError):
                 return
+            except _TLS_EOF:
+                data = b""
             except OSError as exc:
                 self.close("reset" if exc.errno in _QUIET_ERRNOS else "error")
                 return
@@ -305,8 +333,8 @@ class HttpConnection:
         while out:
             try:
                 n = self.sock.send(out)
-            except BlockingIOError:
-                return True  # the EPOLLOUT edge brings us back
+            except _WOULD_BLOCK:
+                return True  # the next edge (EPOLLOUT, or EPOLLIN for a TLS read) brings us back
             except InterruptedError:
                 continue
             except OSError as exc:

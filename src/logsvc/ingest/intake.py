@@ -155,7 +155,7 @@ class Intake:
     def bind_all(self) -> None:
         """Bind every listener in the settings; raises ``ConfigError`` or ``OSError``."""
         st = self.settings
-        if st.listen_tls:
+        if st.listen_tls or st.metrics_tls:
             self._tls = make_tls_context(st)
         for where in st.listen:
             if isinstance(where, str):
@@ -195,7 +195,7 @@ class Intake:
                 )
         if st.metrics is not None:
             try:
-                self._listen(*st.metrics, kind="metrics")
+                self._listen(*st.metrics, tls=self._tls if st.metrics_tls else None, kind="metrics")
             except OSError as exc:
                 raise ConfigError(
                     f"--metrics {st.metrics[0]}:{st.metrics[1]}: {exc.strerror}; give another "
@@ -321,6 +321,12 @@ class Intake:
         sock.setblocking(False)
         m = self.metrics
         if listener.kind in _HTTP_KINDS:
+            if listener.tls is not None:  # --metrics-tls: the handshake runs on the loop
+                try:
+                    sock = listener.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+                except (ssl.SSLError, OSError) as exc:
+                    self._refuse(sock, peer, "tls_error", f"TLS set-up failed: {exc}")
+                    return
             hconn = HttpConnection(
                 sock,
                 peer,
