@@ -119,3 +119,29 @@ def test_a_worker_that_dies_is_restarted_and_its_journal_shipped(
         assert s.stop() == 0
     finally:
         s.kill()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_supervisor_killed_with_sigkill_leaves_no_worker_behind(
+    tmp_path: Path, dsn: str, schema: str
+) -> None:
+    s, _ = start(tmp_path, dsn, schema, "--workers", "2")
+    pids = [int(p) for p in re.findall(r"Supervising 2 workers \(pids (\d+), (\d+)\)", s.log())[0]]
+    try:
+        send(s.port, 4, 100, "before")
+        wait_for(lambda: sum(by_journal(dsn, schema).values()) >= 400, 60, "400 rows")
+        s.kill()  # SIGKILL: the supervisor cannot stop them; each worker is told by the kernel
+        wait_for(lambda: not any(_alive(p) for p in pids), 30, "the workers to stop")
+        assert sum(by_journal(dsn, schema).values()) == 400
+        assert s.log().count("SIGTERM: stopping") == 2  # each stopped as on any SIGTERM
+    finally:
+        for p in pids:
+            if _alive(p):
+                os.kill(p, signal.SIGKILL)

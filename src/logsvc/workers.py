@@ -122,6 +122,7 @@ class WorkerSupervisor:
         self._metrics_open = False
         self._conns: dict[int, HttpConnection] = {}
         self.exit_status = 0
+        self._pid = os.getpid()
 
     # -- start -----------------------------------------------------------------------------
 
@@ -216,6 +217,7 @@ class WorkerSupervisor:
         # closed, and the process ends with os._exit (atexit handlers are the supervisor's).
         status = 1
         try:
+            _die_with_parent(self._pid)
             self.reactor.close()
             for s in (*self._placeholders, *([self._listener] if self._listener else [])):
                 s.close()
@@ -484,6 +486,25 @@ def _get(port: int, path: str) -> tuple[int, str]:
         return 0, str(exc)
     finally:
         conn.close()
+
+
+def _die_with_parent(supervisor: int) -> None:
+    """Linux: SIGTERM this worker if the supervisor dies, even by SIGKILL (PR_SET_PDEATHSIG).
+
+    The worker then stops as on any SIGTERM (drains, ships, exits) instead of living on as an
+    orphan holding the ports. Elsewhere, or without libc, nothing is done.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != supervisor:  # it died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _signal(pid: int, signum: int) -> None:
