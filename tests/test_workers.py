@@ -50,6 +50,9 @@ def sample(page: str, name: str, **labels: str) -> float:
 
 def by_journal(dsn: str, schema: str) -> dict[str, int]:
     with psycopg.connect(dsn) as c:
+        # The workers listen before their sinks have made the schema: none yet is no rows yet.
+        if c.execute("SELECT to_regclass(%s)", [f"{schema}.records"]).fetchone() == (None,):
+            return {}
         rows = c.execute(f"SELECT journal::text, count(*) FROM {schema}.records GROUP BY 1").fetchall()
     return {str(j): int(n) for j, n in rows}
 
