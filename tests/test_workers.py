@@ -145,6 +145,7 @@ def test_a_supervisor_killed_with_sigkill_leaves_no_worker_behind(
         assert sum(by_journal(dsn, schema).values()) == 400
         assert s.log().count("SIGTERM: stopping") == 2  # each stopped as on any SIGTERM
     finally:
+        s.kill()  # first: a living supervisor would restart workers killed below
         for p in pids:
             if _alive(p):
                 os.kill(p, signal.SIGKILL)
