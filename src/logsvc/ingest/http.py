@@ -38,6 +38,7 @@ import h11
 import orjson
 
 from logsvc import loop as _loop
+from logsvc.ingest.tls import handshake_step
 
 # Request line plus headers: h11's own default (it cites node.js 80 KiB, tomcat 8 KiB).
 MAX_HEADER_BYTES = 16 * 1024
@@ -151,15 +152,12 @@ class HttpConnection:
         """Advance a TLS handshake on the loop; True once it is done."""
         sock = self.sock
         assert isinstance(sock, ssl.SSLSocket)
-        try:
-            sock.do_handshake()
-        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
-            return False  # EPOLLIN and EPOLLOUT are both registered: the next edge resumes
-        except (ssl.SSLError, OSError):
+        done = handshake_step(sock)
+        if isinstance(done, Exception):
             self.close("tls_error")
             return False
-        self.handshaking = False
-        return True
+        self.handshaking = not done
+        return done
 
     def _read(self, budget: int = READ_BUDGET_BYTES) -> None:
         nread = 0

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 from logsvc import loop as _loop
 from logsvc.errors import ProtocolError, RecordRejected
 from logsvc.ingest.acked import AckedSession
+from logsvc.ingest.tls import handshake_step
 from logsvc.record import RecordDict
 from logsvc.wire import Decoder
 from logsvc.wire.acked import PREAMBLE_HEAD, AckedDecoder
@@ -212,16 +213,13 @@ class StreamConnection:
         """Advance a TLS handshake; True once it is done."""
         sock = self.sock
         assert isinstance(sock, ssl.SSLSocket)
-        try:
-            sock.do_handshake()
-        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
-            return False  # EPOLLIN and EPOLLOUT are both registered: the next edge resumes
-        except (ssl.SSLError, OSError) as exc:
+        done = handshake_step(sock)
+        if isinstance(done, Exception):
             self._intake.metrics.connections_refused["tls_error"] += 1
-            self.close("tls_error", exc)
+            self.close("tls_error", done)
             return False
-        self.handshaking = False
-        return True
+        self.handshaking = not done
+        return done
 
     def _records(self) -> Iterator[RecordDict]:
         # Every complete record; a bad one that leaves the stream in step is counted and
