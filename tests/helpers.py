@@ -193,11 +193,17 @@ def join_clients(ps: Sequence[multiprocessing.process.BaseProcess], timeout: flo
     for p in ps:
         p.join(max(0.1, deadline - time.monotonic()))
         if p.is_alive():
-            for q in ps:
-                if q.is_alive():
-                    q.kill()
+            kill_clients(ps)
             raise AssertionError("a client process did not finish in time")
         assert p.exitcode == 0
+
+
+def kill_clients(ps: Sequence[multiprocessing.process.BaseProcess]) -> None:
+    """For cleanup: end any client process still running (only the processes we started)."""
+    for p in ps:
+        if p.is_alive():
+            p.kill()
+            p.join(10)
 
 
 def counts(dsn: str, schema: str) -> tuple[int, int, int]:

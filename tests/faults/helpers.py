@@ -47,7 +47,7 @@ from typing import Any
 import psycopg
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import Service, counts, wait_for
+from tests.helpers import Service, counts, join_clients, kill_clients, wait_for
 
 LOGGER = "faults"
 MESSAGE = "[%06d] log message %08d"
@@ -143,22 +143,11 @@ class TaggedClients:
         self.join(timeout)
 
     def join(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        for p in self.procs:
-            p.join(max(0.1, deadline - time.monotonic()))
-        alive = [p for p in self.procs if p.is_alive()]
-        for p in alive:
-            p.kill()
-            p.join(10)
-        assert not alive, f"{len(alive)} client processes did not finish within {timeout:g} s"
-        assert all(p.exitcode == 0 for p in self.procs), [p.exitcode for p in self.procs]
+        join_clients(self.procs, timeout)
 
     def kill(self) -> None:
         """For cleanup: end any client still running (only the processes we started)."""
-        for p in self.procs:
-            if p.is_alive():
-                p.kill()
-                p.join(10)
+        kill_clients(self.procs)
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,7 @@ import pytest
 import logsvc_client
 from tests.faults.conftest import ReliabilityRow
 from tests.faults.helpers import LOGGER, MESSAGE, metric, tally
-from tests.helpers import Service, counts, wait_for
+from tests.helpers import Service, counts, join_clients, kill_clients, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -139,19 +139,10 @@ class AckedClients:
         self.join(timeout)
 
     def join(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        for p in self.procs:
-            p.join(max(0.1, deadline - time.monotonic()))
-        alive = [p for p in self.procs if p.is_alive()]
-        self.kill()
-        assert not alive, f"{len(alive)} client processes did not finish within {timeout:g} s"
-        assert all(p.exitcode == 0 for p in self.procs), [p.exitcode for p in self.procs]
+        join_clients(self.procs, timeout)
 
     def kill(self) -> None:
-        for p in self.procs:
-            if p.is_alive():
-                p.kill()
-                p.join(10)
+        kill_clients(self.procs)
 
 
 def _report(
