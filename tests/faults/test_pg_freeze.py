@@ -101,10 +101,18 @@ class LoopbackPostgres:
         return [pm, *children]
 
     def freeze(self) -> int:
-        # The postmaster first, so it forks nothing new while its children are being stopped.
-        self.frozen = self.processes()
-        for pid in self.frozen:
-            os.kill(pid, signal.SIGSTOP)
+        # The postmaster first, so it forks nothing new; then its children, listed again once it
+        # is stopped (a child may have been forked or may have exited since the first listing:
+        # one that is gone is simply not frozen).
+        postmaster = self.processes()[0]
+        os.kill(postmaster, signal.SIGSTOP)
+        self.frozen = [postmaster]
+        for pid in self.processes()[1:]:
+            try:
+                os.kill(pid, signal.SIGSTOP)
+            except ProcessLookupError:
+                continue
+            self.frozen.append(pid)
         return len(self.frozen)
 
     def thaw(self) -> None:
