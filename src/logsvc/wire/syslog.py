@@ -203,6 +203,15 @@ MAX_MSGID = 32
 # SD-ID and PARAM-NAME are 32 characters in RFC 5424; we look up to 255 ahead (syslog-ng's
 # limit on its ".SDATA.id.name" keys), no further, so a hostile message costs linear time.
 _MAX_SD_NAME = 255
+# The common SD-ELEMENT, whole, in one C pass: an SD-ID, then PARAM-NAME="PARAM-VALUE" pairs
+# whose values hold no backslash, then "]". The classes are _parse_element's (a name is 1 to
+# _MAX_SD_NAME characters, none of space, "]", "=", '"'; a quoted value runs to the next '"'),
+# so where this matches, that loop would read the same element; anything else (an escape, an
+# unquoted value, a bad element) is left to the loop. Each class excludes the character that
+# ends it, so a failed match backtracks linearly.
+_SD_NAME = f'[^ \\]="]{{1,{_MAX_SD_NAME}}}'
+_SD_ELEMENT = re.compile(rf'\[({_SD_NAME})((?: {_SD_NAME}="[^"\\]*")*)\]').match
+_SD_PARAMS = re.compile(rf' ({_SD_NAME})="([^"\\]*)"').findall
 
 
 # SyslogFramer's reading of the current message's first bytes.
@@ -555,6 +564,14 @@ def _add_param(params: dict[str, str | list[str]], name: str, value: str | list[
         params[name] = [old, *value] if isinstance(value, list) else [old, value]
 
 
+def _merge_params(sd: _SD, sd_id: str, params: dict[str, str | list[str]]) -> None:
+    # One element's parameters into sd[sd_id]: a name repeated across elements with the same
+    # SD-ID keeps every value.
+    into = sd.setdefault(sd_id, {})
+    for name, values in params.items():
+        _add_param(into, name, values)
+
+
 def _parse_element(s: str, i: int, sd: _SD, strict: bool) -> int:
     # SD-ELEMENT = "[" SD-ID *(SP PARAM-NAME "=" %d34 PARAM-VALUE %d34) "]", at s[i] == "[".
     # In PARAM-VALUE, '"', '\' and ']' are escaped with '\'; a '\' before anything else is an
@@ -563,6 +580,24 @@ def _parse_element(s: str, i: int, sd: _SD, strict: bool) -> int:
     # ([Originator@6876 sub=Vimsvc.ha-eventmgr ...]). Adds the element to sd and returns the
     # index after its "]", or returns -1 and leaves sd alone. Names are looked for only
     # _MAX_SD_NAME characters ahead, so a hostile message costs linear time.
+    m = _SD_ELEMENT(s, i)
+    if m is not None:
+        sd_id, body = m.groups()
+        if not body:
+            if strict:
+                return -1
+            sd.setdefault(sd_id, {})
+            return m.end()
+        pairs = _SD_PARAMS(body)
+        fresh: dict[str, str | list[str]] = dict(pairs)
+        if sd_id not in sd and len(fresh) == len(pairs):  # no name repeated: the loop's result
+            sd[sd_id] = fresh
+        else:  # a name repeated in the element (its values become a list), or a second element
+            grouped: dict[str, str | list[str]] = {}
+            for name, value in pairs:
+                _add_param(grouped, name, value)
+            _merge_params(sd, sd_id, grouped)
+        return m.end()
     n = len(s)
     j = s.find(" ", i + 1, i + 2 + _MAX_SD_NAME)
     bracket = s.find("]", i + 1, i + 2 + _MAX_SD_NAME if j < 0 else j)
@@ -625,9 +660,7 @@ def _parse_element(s: str, i: int, sd: _SD, strict: bool) -> int:
         i = k
     if strict and not params:
         return -1
-    into = sd.setdefault(sd_id, {})
-    for name, values in params.items():
-        _add_param(into, name, values)
+    _merge_params(sd, sd_id, params)
     return i
 
 
