@@ -28,8 +28,8 @@ for ((r = 1; r <= rounds; r++)); do
             pid=$!
             port=
             for _ in $(seq 300); do  # at most 30 s
-                if grep -q "Connected to PostgreSQL" "$work/log"; then
-                    port=$(grep -oP "Listening on 127\.0\.0\.1:\K\d+(?= \(${what[$fmt]})" "$work/log" || true)
+                if grep -q "Connected to PostgreSQL" "$work/log" 2>/dev/null; then
+                    port=$(grep -oP "Listening on 127\.0\.0\.1:\K\d+(?= \(${what[$fmt]})" "$work/log" 2>/dev/null || true)
                     break
                 fi
                 kill -0 "$pid" 2>/dev/null || break

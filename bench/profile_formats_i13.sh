@@ -22,8 +22,8 @@ PYTHONPATH=${LOGSVC_SRC:-$here/src} "$py" -m cProfile -o "$out" -m logsvc serve 
 pid=$!
 port=
 for _ in $(seq 1 300); do  # at most 30 s
-    if grep -q "Connected to PostgreSQL" "$work/log"; then
-        port=$(grep -oP "Listening on 127\.0\.0\.1:\K\d+(?= \(${what[$fmt]})" "$work/log" || true)
+    if grep -q "Connected to PostgreSQL" "$work/log" 2>/dev/null; then
+        port=$(grep -oP "Listening on 127\.0\.0\.1:\K\d+(?= \(${what[$fmt]})" "$work/log" 2>/dev/null || true)
         break
     fi
     kill -0 $pid 2>/dev/null || break
