@@ -6,6 +6,7 @@ the shared port and the kernel spreads them (SO_REUSEPORT).
 
 from __future__ import annotations
 
+import json
 import logging
 import logging.handlers
 import os
@@ -13,6 +14,7 @@ import re
 import signal
 import urllib.request
 from pathlib import Path
+from urllib.parse import urlencode
 
 import psycopg
 import pytest
@@ -96,6 +98,14 @@ def test_workers_share_the_port_each_with_its_journal_and_one_metrics_page(
         assert sample(page, "logsvc_records_stored_total") == 2200
         assert sample(page, "logsvc_workers") == 2
         assert '"ready":true' in scrape(ops, "/readyz")
+        # The web console is the supervisor's: one page over what every worker stored.
+        assert "<title>" in scrape(ops, "/")
+        found = json.loads(
+            scrape(ops, "/api/search?" + urlencode({"q": "tag:udp", "since": "1h", "limit": "1000"}))
+        )
+        assert len(found["records"]) == 200
+        hist = json.loads(scrape(ops, "/api/histogram?since=1h"))
+        assert sum(b["total"] for b in hist["buckets"]) == 2200
         assert s.stop() == 0
         log = s.log()
         # Stopped one after the other, each drained.

@@ -30,8 +30,9 @@ Worker 0's data directory is ``DATA_DIR`` itself (the layout of a single ``serve
 from one worker to several, or back, keeps its journal); worker N's is ``DATA_DIR/workers/N``.
 A worker directory left by an earlier, larger ``--workers`` still gets a worker, so its
 journal is shipped (logged once). Unix-domain listeners are served by worker 0 only (a path
-cannot be shared like a port). The web console, when the worker has one, is on each worker's
-loopback port, not on the supervisor's: run ``logsvc console`` against the database instead.
+cannot be shared like a port). The web console is the supervisor's, on its operator port
+(with ``--metrics-tls`` and ``--console-token`` as ``serve`` has them): the records it shows are
+in PostgreSQL, whichever worker stored them.
 """
 
 # Copyright (c) logsvc developers
@@ -46,6 +47,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -57,7 +59,10 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from logsvc import loop as _loop
 from logsvc.config import Settings
+from logsvc.console import Console
+from logsvc.console import build as build_console
 from logsvc.ingest.http import HttpConnection, Request, Response
+from logsvc.ingest.intake import make_tls_context
 from logsvc.ops import metrics_response
 
 log = logging.getLogger("logsvc.workers")
@@ -121,6 +126,8 @@ class WorkerSupervisor:
         self._listener: socket.socket | None = None
         self._metrics_open = False
         self._conns: dict[int, HttpConnection] = {}
+        self._tls: ssl.SSLContext | None = None
+        self.console: Console | None = None
         self.exit_status = 0
         self._pid = os.getpid()
 
@@ -134,7 +141,10 @@ class WorkerSupervisor:
                 shared,
                 data_dir=d,
                 dsn=self.dsn,
+                # The supervisor scrapes this port over loopback in plain HTTP; its own operator
+                # port is the one with --metrics-tls and the console.
                 metrics=("127.0.0.1", 0),
+                metrics_tls=False,
                 workers=1,
                 reuse_port=True,
                 listen=shared.listen if i == 0 else [a for a in shared.listen if not isinstance(a, str)],
@@ -149,6 +159,14 @@ class WorkerSupervisor:
                 )
         if st.metrics is not None:
             self._bind_metrics(*st.metrics)
+            # The web console of the whole service, as serve has it on its operator port; its
+            # connections are its own, opened when a browser first asks (none are forked).
+            host, token, timeout = st.metrics[0], st.console_token, st.pg_timeout
+            self.console = build_console(
+                self.reactor, self.dsn, st.schema, host=host, token=token, pg_timeout=timeout
+            )
+            if st.metrics_tls:
+                self._tls = make_tls_context(st)
         r = self.reactor
         r.add_signal_handler(signal.SIGTERM, self._on_stop_signal)
         r.add_signal_handler(signal.SIGINT, self._on_stop_signal)
@@ -352,6 +370,8 @@ class WorkerSupervisor:
             for w in self.workers:
                 if w.pid:
                     _signal(w.pid, signal.SIGKILL)
+            if self.console is not None:
+                self.console.close()
             if self._listener is not None:
                 self._listener.close()
             self.reactor.close()
@@ -380,7 +400,12 @@ class WorkerSupervisor:
         s.listen(64)
         s.setblocking(False)
         addr = s.getsockname()[:2]
-        log.info("Listening on %s:%d (HTTP: /metrics, /healthz, /readyz of all workers).", addr[0], addr[1])
+        log.info(
+            "Listening on %s:%d (%sHTTP: /metrics, /healthz, /readyz of all workers; the web console at /).",
+            addr[0],
+            addr[1],
+            "TLS, " if self._tls is not None else "",
+        )
         self.reactor.register(s.fileno(), _loop.EPOLLIN | _loop.EPOLLET, lambda _: self._accept())
 
     def _accept(self) -> None:
@@ -395,6 +420,13 @@ class WorkerSupervisor:
                     log.warning("Cannot accept an operator connection: %s.", exc)
                 return
             sock.setblocking(False)
+            if self._tls is not None:  # --metrics-tls: the handshake runs on the loop
+                try:
+                    sock = self._tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+                except (ssl.SSLError, OSError) as exc:
+                    log.warning("Operator connection from %s: TLS set-up failed: %s.", peer[0], exc)
+                    sock.close()
+                    continue
             conn = HttpConnection(
                 sock,
                 f"{peer[0]}:{peer[1]}",
@@ -409,7 +441,9 @@ class WorkerSupervisor:
     def _closed(self, conn: HttpConnection, reason: str) -> None:
         self._conns.pop(conn.fd, None)
 
-    def _app(self, conn: HttpConnection, req: Request) -> Response:
+    def _app(self, conn: HttpConnection, req: Request) -> Response | None:
+        if self.console is not None and Console.claims(req.path):
+            return self.console.handle(conn, req)
         if req.method not in ("GET", "HEAD"):
             return Response.json(405, {"error": f"{req.method} is not allowed"}, [("Allow", "GET, HEAD")])
         if req.path == "/metrics":

@@ -42,43 +42,52 @@ def _plain_gets_nothing(port: int) -> bool:
     return not data.startswith(b"HTTP/")
 
 
+def _tls_args(certs: Path) -> list[str]:
+    return [
+        "--metrics-tls",
+        "yes",
+        "--tls-cert",
+        str(certs / "server.pem"),
+        "--tls-key",
+        str(certs / "server.key"),
+    ]
+
+
+def _serves_over_tls(s: Service, certs: Path, banner: str) -> None:
+    """A record sent to ``s`` is found over HTTPS on the operator port named by ``banner``."""
+    wait_for(lambda: re.search(banner, s.log()) is not None, 30, "the operator port over TLS")
+    m = re.search(banner, s.log())
+    assert m, s.log()
+    port = int(m.group(1))
+    ctx = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+    h = logging.handlers.SocketHandler("127.0.0.1", s.port)
+    h.handle(logging.makeLogRecord({"msg": "over tls", "name": "tls.console"}))
+    h.close()
+    s.wait_rows(1, "message", "logger = 'tls.console'")
+    base = f"https://127.0.0.1:{port}"
+    assert _get(base + "/healthz", ctx)[0] == 200
+    status, page = _get(base + "/metrics", ctx)
+    assert status == 200 and "logsvc_records_stored_total 1.0" in page
+    status, html = _get(base + "/", ctx)
+    assert status == 200 and "<html" in html
+    status, body = _get(base + "/api/search?q=tls&since=1h", ctx)
+    assert status == 200 and [r["message"] for r in json.loads(body)["records"]] == ["over tls"]
+    assert _plain_gets_nothing(port)
+    # An unverified client is refused by its own check, not served in the clear.
+    with pytest.raises(urllib.error.URLError):
+        _get(base + "/healthz", ssl.create_default_context())
+    assert _get(base + "/healthz", ctx)[0] == 200  # and the port still serves
+
+
 def test_serve_answers_metrics_health_and_the_console_over_tls(
     tmp_path: Path,
     dsn: str,
     schema: str,
     pki: Path,  # noqa: F811
 ) -> None:
-    tls = [
-        "--metrics-tls",
-        "yes",
-        "--tls-cert",
-        str(pki / "server.pem"),
-        "--tls-key",
-        str(pki / "server.key"),
-    ]
-    s = Service(tmp_path / "a", dsn, schema, *tls).start()
+    s = Service(tmp_path / "a", dsn, schema, *_tls_args(pki)).start()
     try:
-        m = re.search(r"Listening on 127\.0\.0\.1:(\d+) \(TLS, HTTP: /metrics", s.log())
-        assert m, s.log()
-        port = int(m.group(1))
-        ctx = ssl.create_default_context(cafile=str(pki / "ca.pem"))
-        h = logging.handlers.SocketHandler("127.0.0.1", s.port)
-        h.handle(logging.makeLogRecord({"msg": "over tls", "name": "tls.console"}))
-        h.close()
-        s.wait_rows(1, "message", "logger = 'tls.console'")
-        base = f"https://127.0.0.1:{port}"
-        assert _get(base + "/healthz", ctx)[0] == 200
-        status, page = _get(base + "/metrics", ctx)
-        assert status == 200 and "logsvc_records_stored_total 1.0" in page
-        status, html = _get(base + "/", ctx)
-        assert status == 200 and "<html" in html
-        status, body = _get(base + "/api/search?q=tls&since=1h", ctx)
-        assert status == 200 and [r["message"] for r in json.loads(body)["records"]] == ["over tls"]
-        assert _plain_gets_nothing(port)
-        # An unverified client is refused by its own check, not served in the clear.
-        with pytest.raises(urllib.error.URLError):
-            _get(base + "/healthz", ssl.create_default_context())
-        assert _get(base + "/healthz", ctx)[0] == 200  # and the port still serves
+        _serves_over_tls(s, pki, r"Listening on 127\.0\.0\.1:(\d+) \(TLS, HTTP: /metrics")
     finally:
         s.kill()
 
@@ -102,3 +111,14 @@ def test_logsvc_console_over_tls(tmp_path: Path, dsn: str, schema: str, pki: Pat
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_serve_workers_answers_over_tls_too(tmp_path: Path, dsn: str, schema: str, pki: Path) -> None:  # noqa: F811
+    # With --workers the operator port is the supervisor's: the same TLS, the same console.
+    s = Service(tmp_path / "a", dsn, schema, "--workers", "2", *_tls_args(pki)).start()
+    try:
+        _serves_over_tls(
+            s, pki, r"Listening on 127\.0\.0\.1:(\d+) \(TLS, HTTP: /metrics, /healthz, /readyz of all"
+        )
+    finally:
+        s.kill()
