@@ -36,7 +36,10 @@ import time
 
 import psycopg
 
+from logsvc.store import rollup
 from logsvc.store import schema as sch
+
+ZERO_UUID = "00000000-0000-0000-0000-000000000000"
 
 CHUNK_ROWS = 1_000_000
 
@@ -110,6 +113,23 @@ def build(dsn: str, schema: str, rows: int, days: int) -> None:
             hi = min(rows, lo + CHUNK_ROWS) - 1
             conn.execute(sql, [start, step, lo, hi])
             print(f"  rows {hi + 1:>11,} at {time.monotonic() - t0:6.0f} s", file=sys.stderr)
+        # The histogram's counts, as the sink writes them with each batch (store.rollup), and
+        # counts_since before the first row: every row here is counted there.
+        t = time.monotonic()
+        g, lvl = (
+            rollup.BUCKET_S,
+            "CASE WHEN levelno IS NULL OR levelno <= 10 THEN 0 ELSE least(4, (levelno - 1) / 10) END",
+        )
+        conn.execute(
+            f"INSERT INTO {s}.counts (bucket, journal, level, n) SELECT "
+            f"to_timestamp(floor(extract(epoch FROM created) / {g}) * {g}), "
+            f"coalesce(journal, '{ZERO_UUID}'), {lvl}, count(*) FROM {s}.records GROUP BY 1, 2, 3"
+        )
+        conn.execute(
+            f"UPDATE {s}.meta SET value = %s WHERE key = 'counts_since'",
+            [(start - _dt.timedelta(days=1)).isoformat()],
+        )
+        print(f"  counts in {time.monotonic() - t:.0f} s", file=sys.stderr)
         for name, how in sch.INDEXES:
             t = time.monotonic()
             conn.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {s}.records {how}")

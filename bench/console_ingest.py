@@ -5,8 +5,8 @@ Usage: python bench/console_ingest.py --dsn DSN [--records 300000] [--rounds 3]
 One ``logsvc serve`` (its own schema and data directory, dropped afterwards) takes
 ``--records`` records per run from ``bench flood`` (pre-encoded SocketHandler frames, 4
 connections). Runs alternate: plain, then with the load of one browser on the console: a live
-tail (``/api/tail``, read continuously) plus, every second, a search and a histogram of the
-last 15 minutes (what the page does when it re-queries); ``--load`` keeps one of the two,
+tail (``/api/tail``, read continuously) plus, every second, a search, a histogram and the
+facets of the last 15 minutes (what the page asks for when it re-queries); ``--load`` keeps one of the two,
 ``--query`` gives the browser a query (default: none, the page's first view). Prints records/s per run, the
 medians and their ratio (the issue asks for at least 0.90).
 """
@@ -58,7 +58,7 @@ def start_serve(dsn: str, schema: str, data: Path) -> tuple[subprocess.Popen[byt
 
 
 class Browser:
-    """One console user: a live tail read continuously, a search and a histogram every second."""
+    """One console user: a live tail read continuously; a search, a histogram and facets every second."""
 
     def __init__(self, port: int, load: str, query: str) -> None:
         self.port = port
@@ -98,7 +98,7 @@ class Browser:
         while not self.stop.is_set():
             t = time.monotonic()
             q = urlencode({"since": "15m", "q": self.query})
-            for path in (f"/api/search?{q}", f"/api/histogram?{q}"):
+            for path in (f"/api/search?{q}", f"/api/histogram?{q}", f"/api/facets?{q}"):
                 conn.request("GET", path)
                 resp = conn.getresponse()
                 resp.read()

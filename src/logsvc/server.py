@@ -107,6 +107,7 @@ class Server:
             on_read_fault=self._read_fault,
             pg_timeout=st.pg_timeout,
             on_connection_lost=self._embedded_supervisor(),
+            tallies=writer.tallies,
         )
         writer.on_appended = sink.notify_appended
         registry = ops.make_registry(m, self.figures)

@@ -638,11 +638,15 @@ class _Conn:
 
 
 def _histogram_in_process(console: Any, reactor: Any, **params: str) -> dict[str, Any]:
+    return _api_in_process(console, reactor, "/api/histogram", **params)
+
+
+def _api_in_process(console: Any, reactor: Any, path: str, **params: str) -> dict[str, Any]:
     from logsvc.ingest.http import Request
     from tests.helpers import run_until
 
     conn = _Conn()
-    req = Request("GET", "/api/histogram", urlencode(params), {}, b"", "127.0.0.1:1")
+    req = Request("GET", path, urlencode(params), {}, b"", "127.0.0.1:1")
     resp = console.handle(conn, req)
     if resp is None:
         run_until(reactor, lambda: bool(conn.responses), 15)
@@ -662,13 +666,17 @@ def test_settled_buckets_are_cached_when_costly_and_the_answer_is_the_same(
     service, _ = svc
     monkeypatch.setattr(hg, "CACHE_AFTER_S", 0.0)  # cache even this small table
     reactor = Reactor()
+    q = "-zzz_in_no_message"  # a filter matching every row: counted from records, not from counts
     try:
         cached = Console(ConsoleDb(reactor, dsn), service.schema)
-        first = _histogram_in_process(cached, reactor, since="3d", buckets="72")
+        first = _histogram_in_process(cached, reactor, since="3d", buckets="72", q=q)
+        assert first["source"] == "records"
         assert cached.histograms.hits == 0
-        second = _histogram_in_process(cached, reactor, since="3d", buckets="72")
+        second = _histogram_in_process(cached, reactor, since="3d", buckets="72", q=q)
         assert cached.histograms.hits >= 60  # all but the newest hour or two
-        fresh = _histogram_in_process(Console(ConsoleDb(reactor, dsn), service.schema), reactor, since="3d")
+        fresh = _histogram_in_process(
+            Console(ConsoleDb(reactor, dsn), service.schema), reactor, since="3d", q=q
+        )
         assert second["buckets"] == first["buckets"]
         assert second["step_s"] == 3600
         assert {b["t"][14:] for b in second["buckets"]} == {"00:00+00:00"}  # on the hour grid
@@ -678,3 +686,107 @@ def test_settled_buckets_are_cached_when_costly_and_the_answer_is_the_same(
         assert sum(b["total"] for b in old) == 2  # "old one" and "older one", in settled buckets
     finally:
         reactor.close()
+
+
+def test_an_unfiltered_histogram_reads_the_counts_and_agrees_with_the_rows(
+    svc: tuple[Service, int], dsn: str
+) -> None:
+    # The counts table (store.rollup) is written by the sink with each batch; the same ranges
+    # counted from records (a filter that matches every row) must give the same buckets,
+    # including ranges whose edges fall inside a counts bucket.
+    from logsvc.console.api import Console
+    from logsvc.console.db import ConsoleDb
+    from logsvc.loop import Reactor
+
+    service, _ = svc
+    reactor = Reactor()
+    try:
+        console = Console(ConsoleDb(reactor, dsn), service.schema)
+        with psycopg.connect(dsn, autocommit=True) as c:
+            row = c.execute(f"SELECT min(created), max(created) FROM {service.schema}.records").fetchone()
+        assert row is not None and row[0] is not None
+        lo, hi = row[0], row[1]
+        ranges = [
+            {"since": "3d", "buckets": "72"},
+            {"since": "15m", "buckets": "60"},
+            # Edges inside a 5-second bucket, around the oldest and the newest rows.
+            {
+                "since": (lo - _dt.timedelta(seconds=2.5)).isoformat(),
+                "until": (hi + _dt.timedelta(seconds=1.5)).isoformat(),
+            },
+            {
+                "since": (lo + _dt.timedelta(microseconds=1)).isoformat(),
+                "until": hi.isoformat(),
+                "buckets": "7",
+            },
+        ]
+        for params in ranges:
+            fast = _histogram_in_process(console, reactor, **params)
+            slow = _histogram_in_process(console, reactor, q="-zzz_in_no_message", **params)
+            assert fast["source"] == "counts" and slow["source"] == "records"
+
+            # The counts' grid is whole 5-second buckets: compare the totals per level.
+            def per_level(h: dict[str, Any]) -> dict[str, int]:
+                out: dict[str, int] = {}
+                for b in h["buckets"]:
+                    for name, n in b["counts"].items():
+                        out[name] = out.get(name, 0) + n
+                return out
+
+            assert per_level(fast) == per_level(slow), params
+            assert fast["step_s"] % 5 == 0
+            if fast["step_s"] == slow["step_s"]:
+                assert fast["buckets"] == slow["buckets"], params
+        assert sum(per_level(fast).values()) > 0
+    finally:
+        reactor.close()
+
+
+def test_rows_stored_before_the_counts_existed_are_counted_from_records(
+    dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A schema upgraded to version 4 holds rows stored before its counts table: meta.counts_since
+    # says from when the counts are whole, and older rows are counted from records.
+    from logsvc.console import api as api_module
+    from logsvc.console.api import Console
+    from logsvc.console.db import ConsoleDb
+    from logsvc.loop import Reactor
+    from logsvc.store import schema
+
+    name = f"t_counts_{uuid.uuid4().hex[:8]}"
+    reactor = Reactor()
+    try:
+        with psycopg.connect(dsn, autocommit=True) as c:
+            c.execute(schema.create_sql(name))
+            c.execute(schema.maintenance_sql(name, _dt.datetime.now(_dt.UTC).date()))
+            c.execute(
+                f"INSERT INTO {name}.records (seq, created, received, levelno, message) "
+                "SELECT g, now() - g * interval '1 second', now(), (g % 5 + 1) * 10, 'm' "
+                "FROM generate_series(1, 500) g"
+            )
+            c.execute(
+                f"UPDATE {name}.meta SET value = (now() + interval '1 second')::text "
+                "WHERE key = 'counts_since'"
+            )
+        console = Console(ConsoleDb(reactor, dsn), name)
+        # Facets sample the newest rows, found in windows growing back from the end of the range.
+        monkeypatch.setattr(api_module, "FACET_SAMPLE", 50)
+        facets = _api_in_process(console, reactor, "/api/facets", since="15m")
+        assert facets["sample"] == 50 and facets["sampled"]
+        levels = {
+            v["value"]: v["count"] for f in facets["fields"] if f["name"] == "level" for v in f["values"]
+        }
+        assert levels == {str((g % 5 + 1) * 10): 10 for g in range(1, 6)}  # seqs 1..50, the newest
+        whole = _api_in_process(console, reactor, "/api/facets", since="15m", q="level>=50")
+        assert whole["sample"] == 50  # 100 match; the newest 50 of them
+        fast = _histogram_in_process(console, reactor, since="15m")
+        slow = _histogram_in_process(console, reactor, since="15m", q="-zzz_in_no_message")
+        assert fast["source"] == "counts" and slow["source"] == "records"
+        totals = [sum(b["total"] for b in h["buckets"]) for h in (fast, slow)]
+        assert totals == [500, 500]
+        if fast["step_s"] == slow["step_s"]:
+            assert fast["buckets"] == slow["buckets"]
+    finally:
+        reactor.close()
+        with psycopg.connect(dsn, autocommit=True) as c:
+            c.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")

@@ -20,6 +20,7 @@ import ipaddress
 import re
 
 from logsvc.console.api import Console
+from logsvc.console.brin import BrinSummarizer
 from logsvc.console.db import ConsoleDb
 from logsvc.console.tail import Tail
 from logsvc.errors import ConfigError
@@ -63,11 +64,13 @@ def build(
         )
     db = ConsoleDb(reactor, conninfo, pg_timeout=pg_timeout)
     console = Console(db, schema, token=token or None, require_token=not is_loopback(host))
-    tail = Tail(reactor, db, console.schema)
+    summarizer = BrinSummarizer(db, console.schema)
+    console.summarizer = summarizer
+    tail = Tail(reactor, db, console.schema, summarizer=summarizer)
     console.tail = tail.subscribe
     console.closers.append(tail.close)
     console.closers.append(db.close)
     return console
 
 
-__all__ = ["Console", "ConsoleDb", "Tail", "build", "is_loopback"]
+__all__ = ["BrinSummarizer", "Console", "ConsoleDb", "Tail", "build", "is_loopback"]

@@ -40,6 +40,7 @@ import datetime as _dt
 import hashlib
 import hmac
 import logging
+import math
 import re
 import time
 from collections.abc import Callable
@@ -52,10 +53,12 @@ import orjson
 
 from logsvc.console import histogram as hg
 from logsvc.console import query_lang as ql
+from logsvc.console.brin import BrinSummarizer
 from logsvc.console.db import ConsoleDb, Row
 from logsvc.errors import ConfigError, StoreError
 from logsvc.ingest.http import HttpConnection, Request, Response
 from logsvc.query import FIELDS, parse_time
+from logsvc.store import rollup
 from logsvc.store import schema as _schema
 from logsvc.store.pgproto import PgError
 
@@ -74,11 +77,12 @@ MAX_CONTEXT = 500
 # within CONTEXT_FIRST_WINDOW, then in windows six times wider each (``spans``).
 CONTEXT_WINDOW = _dt.timedelta(days=1)
 CONTEXT_FIRST_WINDOW = _dt.timedelta(minutes=10)
-# Search looks at the newest minute first, then windows four times wider (``spans``): the
-# newest page of a service taking 20,000 records a second is in its last second, and a scan
-# of a whole hour of it (72 million rows) would not end within the statement timeout; a
-# quiet service pays a few more cheap statements (pruned to small ranges by the BRIN index).
-SEARCH_FIRST_WINDOW = _dt.timedelta(minutes=1)
+# Search looks at the newest second first, then windows four times wider (``spans``): the
+# newest page of a service taking 50,000 records a second is in its last second, and a scan
+# of its last minute (3 million rows, ~1 s of PostgreSQL's CPU taken from ingest at every
+# refresh) or of a whole hour would not end within the statement timeout; a quiet service
+# pays a few more cheap statements (an hour is 7 windows, each pruned by the BRIN index).
+SEARCH_FIRST_WINDOW = _dt.timedelta(seconds=1)
 SEARCH_WINDOW_GROWTH = 4
 _MICROSECOND = _dt.timedelta(microseconds=1)
 # A record looked up by id: first in the newest hour (and one ahead, for clocks ahead).
@@ -86,6 +90,11 @@ FIND_AHEAD = _dt.timedelta(hours=1)
 FIND_FIRST_WINDOW = _dt.timedelta(hours=2)
 _FIRST_TIME = _dt.datetime(1, 1, 2, tzinfo=_dt.UTC)
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
+# An unfiltered histogram reads the counts table (store.rollup) for ranges of two of its
+# buckets or more; rows stored before it existed are counted from records when the range
+# starts less than this after then (rows whose clock was ahead by more are not counted).
+_ROLLUP_BUCKET = _dt.timedelta(seconds=rollup.BUCKET_S)
+_COUNTS_SLACK = _dt.timedelta(hours=1)
 # Facets are computed over the newest rows of the range, at most this many.
 FACET_SAMPLE = 10_000
 FACET_TOP = 10
@@ -247,8 +256,11 @@ class Console:
         self._now = now
         self._static: dict[str, tuple[int, int, bytes, str]] = {}  # path -> mtime, size, body, etag
         self.tail: Callable[[HttpConnection, Request, str], ApiError | None] | None = None
+        self.summarizer: BrinSummarizer | None = None  # keeps the BRIN indexes current (console.brin)
         self.closers: list[Callable[[], None]] = []
         self.histograms = hg.HistogramCache()
+        # (monotonic time to look again, meta.counts_since or None): see _counts_since.
+        self._counts_known: tuple[float, _dt.datetime | None] | None = None
         self._routes: dict[str, Callable[[HttpConnection, dict[str, str]], None]] = {
             "search": self._search,
             "histogram": self._histogram,
@@ -332,6 +344,8 @@ class Console:
         except ValueError:
             raise ApiError(400, f"too many parameters (at most {MAX_PARAMS})") from None
         params = dict(pairs)
+        if self.summarizer is not None:
+            self.summarizer.poke()
         route = self._routes.get(req.path[5:])
         if route is not None:
             route(conn, params)
@@ -378,14 +392,6 @@ class Console:
         if since >= until:
             raise ApiError(400, f"since ({since.isoformat()}) must be before until ({until.isoformat()})")
         return since, until
-
-    def _where(
-        self, params: dict[str, str], ps: ql.Params
-    ) -> tuple[str, ql.Query, _dt.datetime, _dt.datetime]:
-        since, until = self._range(params)
-        lo, hi = ps.add(since.isoformat(), "timestamptz"), ps.add(until.isoformat(), "timestamptz")
-        query = _compile(params.get("q", ""), ps)
-        return f"created >= {lo} AND created < {hi} AND {query.sql}", query, since, until
 
     # -- the routes --------------------------------------------------------------------------
 
@@ -484,12 +490,156 @@ class Console:
             raise ApiError(503, "the console is busy (too many queries waiting); retry in a moment")
 
     def _histogram(self, conn: HttpConnection, params: dict[str, str]) -> None:
-        # Buckets on a fixed grid, the settled ones cached when costly (console.histogram).
         buckets = _int_param(params, "buckets", DEFAULT_BUCKETS, 1, MAX_BUCKETS)
         since, until = self._range(params)
         q = params.get("q", "")
         base = ql.Params()
         query = _compile(q, base)
+        if query.sql == "TRUE" and until - since >= 2 * _ROLLUP_BUCKET:
+
+            def counted(since_counts: _dt.datetime | None) -> None:
+                if since_counts is None:
+                    self._histogram_scan(conn, since, until, buckets, q, base, query)
+                else:
+                    self._histogram_counts(conn, since, until, buckets, since_counts)
+
+            self._counts_since(counted, lambda exc: conn.respond(db_error_response(exc)))
+            return
+        self._histogram_scan(conn, since, until, buckets, q, base, query)
+
+    def _counts_since(
+        self, then: Callable[[_dt.datetime | None], None], failed: Callable[[StoreError], None]
+    ) -> None:
+        """Call ``then`` with ``meta.counts_since`` (None: the schema has no counts table)."""
+        clock = time.monotonic()
+        if self._counts_known is not None and (
+            self._counts_known[1] is not None or clock < self._counts_known[0]
+        ):
+            then(self._counts_known[1])
+            return
+
+        def got(rows: list[Row]) -> None:
+            value = rows[0][0] if rows else None
+            since = None if value is None else _dt.datetime.fromisoformat(value.decode())
+            # Known for good once found; looked for again a minute later while missing (a
+            # console started against a schema that serve upgrades afterwards).
+            self._counts_known = (time.monotonic() + 60.0, since)
+            then(since)
+
+        s = self.schema
+        sql = (
+            f"SELECT CASE WHEN to_regclass('{s}.counts') IS NOT NULL THEN (SELECT value::timestamptz "
+            f"FROM {s}.meta WHERE key = 'counts_since') END"
+        )
+        if not self.db.submit(sql, [], got, failed):
+            raise ApiError(503, "the console is busy (too many queries waiting); retry in a moment")
+
+    def _histogram_counts(
+        self,
+        conn: HttpConnection,
+        since: _dt.datetime,
+        until: _dt.datetime,
+        buckets: int,
+        counts_since: _dt.datetime,
+    ) -> None:
+        """The histogram of every record in the range, from the counts table (``store.rollup``).
+
+        Its buckets are whole ``rollup.BUCKET_S`` spans (the step rounded up to a multiple),
+        so each sums rows of ``counts``; the range's edges inside a span are counted from
+        ``records``: the rows from ``since`` to its span's end are added, the rows from
+        ``until`` to its span's end (nearly always none: ``until`` is now) taken away. Rows
+        stored before the counts table existed are counted from ``records`` when the range
+        reaches back to then (an hour of slack for clocks).
+        """
+        started = time.monotonic()
+        g = rollup.BUCKET_S
+        step, _, _ = hg.grid(since, until, buckets)
+        step = -(-step // g) * g
+        t0, t1 = (since - _EPOCH).total_seconds(), (until - _EPOCH).total_seconds()
+        k0, k1 = math.floor(t0 / step), math.ceil(t1 / step) - 1
+        g_lo, g_end = math.ceil(t0 / g) * g, math.ceil(t1 / g) * g
+        ps = ql.Params()
+        step_p = ps.add(step, "bigint")
+        lo_p, end_p = ps.add(g_lo, "bigint"), ps.add(g_end, "bigint")
+        s = self.schema
+        k_of = f"floor(extract(epoch FROM created) / {step_p})::bigint"
+        lvl = "CASE WHEN levelno IS NULL OR levelno <= 10 THEN 0 ELSE least(4, (levelno - 1) / 10) END"
+        parts = [
+            f"SELECT floor(extract(epoch FROM bucket) / {step_p})::bigint AS k, level::int AS l, n "
+            f"FROM {s}.counts WHERE bucket >= to_timestamp({lo_p}) AND bucket < to_timestamp({end_p})"
+        ]
+        since_p = ps.add(since.isoformat(), "timestamptz")
+        until_p = ps.add(until.isoformat(), "timestamptz")
+        cs_p = ps.add(counts_since.isoformat(), "timestamptz")
+        if t0 < g_lo:
+            parts.append(
+                f"SELECT {k_of}, {lvl}, 1 FROM {s}.records WHERE created >= {since_p} "
+                f"AND created < to_timestamp({lo_p})"
+            )
+        if t1 < g_end:
+            parts.append(
+                f"SELECT {k_of}, {lvl}, -1 FROM {s}.records WHERE created >= {until_p} "
+                f"AND created < to_timestamp({end_p}) AND stored >= {cs_p}"
+            )
+        if since < counts_since + _COUNTS_SLACK:
+            parts.append(
+                f"SELECT {k_of}, {lvl}, 1 FROM {s}.records WHERE created >= to_timestamp({lo_p}) "
+                f"AND created < {until_p} AND stored < {cs_p}"
+            )
+        sql = f"SELECT k, l, sum(n) FROM ({' UNION ALL '.join(parts)}) u GROUP BY 1, 2"
+
+        def answer(rows: list[Row]) -> Response:
+            counts = {k: [0] * len(LEVEL_NAMES) for k in range(k0, k1 + 1)}
+            for k, lv, n in rows:
+                assert k is not None and lv is not None and n is not None
+                c = counts.get(int(k))
+                if c is not None:
+                    c[int(lv)] += int(n)
+            return self._histogram_answer(since, until, step, counts, started, "counts")
+
+        self._run(conn, sql, ps.values, answer)
+
+    def _histogram_answer(
+        self,
+        since: _dt.datetime,
+        until: _dt.datetime,
+        step: int,
+        counts: dict[int, list[int]],
+        started: float,
+        source: str,
+    ) -> Response:
+        out = [
+            {
+                "t": hg.start_of(k, step).isoformat(),
+                "counts": {name: c[j] for j, name in enumerate(LEVEL_NAMES) if c[j]},
+                "total": sum(c),
+            }
+            for k, c in sorted(counts.items())
+        ]
+        return _json(
+            200,
+            {
+                "since": since.isoformat(),
+                "until": until.isoformat(),
+                "step_s": step,
+                "levels": list(LEVEL_NAMES),
+                "buckets": out,
+                "source": source,
+                "took_ms": round((time.monotonic() - started) * 1000, 1),
+            },
+        )
+
+    def _histogram_scan(
+        self,
+        conn: HttpConnection,
+        since: _dt.datetime,
+        until: _dt.datetime,
+        buckets: int,
+        q: str,
+        base: ql.Params,
+        query: ql.Query,
+    ) -> None:
+        # Buckets on a fixed grid, the settled ones cached when costly (console.histogram).
         step, k0, k1 = hg.grid(since, until, buckets)
         key, clock = (q, step), time.monotonic()
         settled = self.histograms.settled(k0, k1, step, since, until, self._now())
@@ -508,24 +658,7 @@ class Console:
             took = time.monotonic() - clock
             self.histograms.keep(key, {k: counts[k] for k in settled if k in counts}, clock, took)
             counts.update(known)
-            out = [
-                {
-                    "t": hg.start_of(k, step).isoformat(),
-                    "counts": {name: c[j] for j, name in enumerate(LEVEL_NAMES) if c[j]},
-                    "total": sum(c),
-                }
-                for k, c in sorted(counts.items())
-            ]
-            return _json(
-                200,
-                {
-                    "since": since.isoformat(),
-                    "until": until.isoformat(),
-                    "step_s": step,
-                    "levels": list(LEVEL_NAMES),
-                    "buckets": out,
-                },
-            )
+            return self._histogram_answer(since, until, step, counts, clock, "records")
 
         if not runs:
             conn.respond(answer([]))
@@ -691,10 +824,37 @@ class Console:
                 err(StoreError("the console is busy (too many queries waiting)", reason="busy"))
 
     def _facets(self, conn: HttpConnection, params: dict[str, str]) -> None:
-        ps = ql.Params()
-        where, query, _, _ = self._where(params, ps)
+        # The sample is the newest FACET_SAMPLE matching rows of the range, found in windows
+        # growing back from its end, as a search finds its page: on a busy service the newest
+        # second holds them, and a sort of the whole range would read all of it.
+        since, until = self._range(params)
+        base = ql.Params()
+        query = _compile(params.get("q", ""), base)
+        lows = [lo for lo, _ in spans(until, since, SEARCH_FIRST_WINDOW, SEARCH_WINDOW_GROWTH)]
+
+        def attempt(i: int) -> None:
+            ps = ql.Params(list(base.values))
+            lo, hi = ps.add(lows[i].isoformat(), "timestamptz"), ps.add(until.isoformat(), "timestamptz")
+            sql = self._facets_sql(f"created >= {lo} AND created < {hi} AND {query.sql}")
+
+            def got(rows: list[Row]) -> None:
+                size = int(rows[0][5] or 0) if rows else 0
+                if size < FACET_SAMPLE and i + 1 < len(lows):
+                    attempt(i + 1)
+                    return
+                conn.respond(_facets_answer(rows))
+
+            def failed(exc: StoreError) -> None:
+                conn.respond(db_error_response(exc, query.regex_positions))
+
+            if not self.db.submit(sql, ps.values, got, failed):
+                failed(StoreError("the console is busy (too many queries waiting)", reason="busy"))
+
+        attempt(0)
+
+    def _facets_sql(self, where: str) -> str:
         s = self.schema
-        sql = f"""
+        return f"""
 WITH s AS (SELECT levelname, levelno, logger, peer, extra FROM {s}.records WHERE {where}
            ORDER BY created DESC LIMIT {FACET_SAMPLE}),
 keys AS (SELECT k FROM s, jsonb_object_keys(CASE WHEN jsonb_typeof(extra) = 'object' THEN extra END) k
@@ -711,30 +871,6 @@ r AS (SELECT f, v, n, count(*) OVER w AS d, sum(n) OVER w AS total,
              row_number() OVER (PARTITION BY f ORDER BY n DESC, v) AS k
       FROM g WHERE v IS NOT NULL WINDOW w AS (PARTITION BY f))
 SELECT f, v, n, d, total, (SELECT count(*) FROM s) FROM r WHERE k <= {FACET_TOP} ORDER BY f, k"""
-
-        def answer(rows: list[Row]) -> Response:
-            fields: dict[str, dict[str, Any]] = {}
-            sample = 0
-            for f, v, n, d, total, size in rows:
-                assert f is not None and n is not None and d is not None and total is not None
-                sample = int(size or 0)
-                name = f.decode()
-                entry = fields.setdefault(
-                    name,
-                    {
-                        "name": name,
-                        "values": [],
-                        "distinct": int(d),
-                        "high_cardinality": int(d) > HIGH_CARDINALITY,
-                        "count": int(total),
-                    },
-                )
-                entry["values"].append({"value": None if v is None else v.decode(), "count": int(n)})
-            order = {"level": 0, "logger": 1, "host": 2}
-            out = sorted(fields.values(), key=lambda e: (order.get(e["name"], 3), -e["count"], e["name"]))
-            return _json(200, {"fields": out, "sample": sample, "sampled": sample >= FACET_SAMPLE})
-
-        self._run(conn, sql, ps.values, answer, query.regex_positions)
 
     # -- static files ------------------------------------------------------------------------
 
@@ -783,6 +919,29 @@ def _answered(answer: Callable[[list[Row]], Response | None], rows: list[Row]) -
     except Exception:
         log.exception("Console: building an answer failed")
         return _json(500, {"error": "the console failed on this request (the service log has why)"})
+
+
+def _facets_answer(rows: list[Row]) -> Response:
+    fields: dict[str, dict[str, Any]] = {}
+    sample = 0
+    for f, v, n, d, total, size in rows:
+        assert f is not None and n is not None and d is not None and total is not None
+        sample = int(size or 0)
+        name = f.decode()
+        entry = fields.setdefault(
+            name,
+            {
+                "name": name,
+                "values": [],
+                "distinct": int(d),
+                "high_cardinality": int(d) > HIGH_CARDINALITY,
+                "count": int(total),
+            },
+        )
+        entry["values"].append({"value": None if v is None else v.decode(), "count": int(n)})
+    order = {"level": 0, "logger": 1, "host": 2}
+    out = sorted(fields.values(), key=lambda e: (order.get(e["name"], 3), -e["count"], e["name"]))
+    return _json(200, {"fields": out, "sample": sample, "sampled": sample >= FACET_SAMPLE})
 
 
 def _compile(q: str, ps: ql.Params | None = None) -> ql.Query:

@@ -41,6 +41,7 @@ import orjson
 
 from logsvc.console import query_lang as ql
 from logsvc.console.api import LIST_JSON, SECURITY_HEADERS, ApiError, db_error_response
+from logsvc.console.brin import BrinSummarizer
 from logsvc.console.db import ConsoleDb, Row
 from logsvc.errors import StoreError
 from logsvc.ingest.http import HttpConnection, Request
@@ -78,6 +79,7 @@ class Tail:
         max_per_poll: int = MAX_PER_POLL,
         max_clients: int = MAX_CLIENTS,
         keepalive_s: float = KEEPALIVE_S,
+        summarizer: BrinSummarizer | None = None,
     ) -> None:
         self._reactor = reactor
         self._db = db
@@ -89,6 +91,7 @@ class Tail:
         self._subs: list[_Subscriber] = []
         self._starting = 0
         self._timer: Timer | None = None
+        self._summarizer = summarizer
 
     @property
     def subscribers(self) -> int:
@@ -141,6 +144,8 @@ class Tail:
         self._timer = None
         self._subs = [s for s in self._subs if not s.conn.closed]
         now = time.monotonic()
+        if self._summarizer is not None and any(not s.busy and s.due <= now for s in self._subs):
+            self._summarizer.poke()  # queued before the looks, so they find the new rows by the index
         for sub in self._subs:
             if now - sub.last_sent >= self._keepalive_s and sub.conn.buffered_bytes < MAX_BUFFER_BYTES:
                 sub.conn.send_stream(b": keepalive\n\n")

@@ -49,7 +49,7 @@ import errno
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from logsvc import loop as _loop
@@ -57,6 +57,7 @@ from logsvc.journal.segment import Journal
 from logsvc.metrics import Metrics
 from logsvc.record import RecordDict
 from logsvc.store.copyfmt import ROW_FORMAT, RowEncoder, with_stream
+from logsvc.store.rollup import BlockTallies, Tally
 
 log = logging.getLogger("logsvc.journal")
 
@@ -93,6 +94,7 @@ class _Block:
     kinds: Counter[str] = field(default_factory=Counter)  # rows by listener kind
     waiters: list[Durable] = field(default_factory=list)
     synced_waiters: list[Durable] = field(default_factory=list)  # told after an fdatasync
+    tally: Tally | None = None  # the rows by created second and level, taken at the seal
 
 
 class JournalWriter:
@@ -137,6 +139,8 @@ class JournalWriter:
         self._skip_target = 0  # a skip_to that failed, retried before anything is appended
         self._parked: dict[object, Callable[[], None]] = {}
         self._unsynced: list[Durable] = []  # told once the next fdatasync has succeeded
+        # The appended blocks' tallies, until the sink has stored them (store.rollup).
+        self.tallies = BlockTallies()
         self.state = IntakeState.OPEN
         self._closed = False
 
@@ -191,7 +195,7 @@ class JournalWriter:
         return total
 
     def write_stream(
-        self, records: Iterable[tuple[int, RecordDict]], stream: bytes, kind: str, peer: str, received: float
+        self, records: Sequence[tuple[int, RecordDict]], stream: bytes, kind: str, peer: str, received: float
     ) -> int:
         """``write`` for the acknowledged protocol: each record with its stream seq.
 
@@ -201,31 +205,29 @@ class JournalWriter:
         """
         enc = self._encoder.encode
         ts = self._encoder.timestamp(received)
-        seq = self.next_seq
-        rows = []
+        blk = self._open
+        n = 0
+        # Each row goes into the open block as it is encoded (as in write()), so the encoder's
+        # tally taken at a seal is that block's rows exactly. ``records`` is a list here.
         for stream_seq, rec in records:
             try:
-                row = enc(rec, seq, peer, ts)
+                row = with_stream(enc(rec, self.next_seq, peer, ts), stream, stream_seq)
             except Exception as exc:
                 self._encode_failed(kind, exc)
                 continue
-            rows.append(with_stream(row, stream, stream_seq))
-            seq += 1
-        # Rows are added in pieces of at most a block, so a block is sealed where write() would.
-        blk = self._open
-        for row in rows:
             blk.rows.append(row)
             blk.nbytes += len(row)
             blk.kinds[kind] += 1
             self.next_seq += 1
+            n += 1
             if blk.nbytes >= self._block_bytes:
                 self._seal()
                 blk = self._open
                 if not self._appends_blocked:
                     self._flush_sealed()
-        if rows:
-            self._metrics.records_read[kind] += len(rows)
-        return len(rows)
+        if n:
+            self._metrics.records_read[kind] += n
+        return n
 
     def when_durable(self, callback: Durable, *, synced: bool = False) -> None:
         """Call ``callback(True)`` once every record written so far is in the journal.
@@ -261,6 +263,7 @@ class JournalWriter:
 
     def _seal(self) -> None:
         blk = self._open
+        blk.tally = self._encoder.take_tally()
         self._sealed.append(blk)
         self._open = _Block(self.next_seq)
 
@@ -288,6 +291,8 @@ class JournalWriter:
                 self._write_failed(exc)
                 return False
             self._sealed.popleft()
+            if blk.tally is not None:
+                self.tallies.put(blk.first_seq, len(blk.rows), blk.tally)
             m.journal_blocks += 1
             m.records_journaled.update(blk.kinds)
             for waiter in blk.waiters:

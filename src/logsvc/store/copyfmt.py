@@ -192,6 +192,14 @@ class RowEncoder:
         self._sec = -1
         self._sec_prefix = ""
         self._standard = STANDARD_ATTRS
+        # Rows encoded since the last take_tally(), by (created second, levelno): the journal
+        # writer takes it at each block, for the histogram's counts (store.rollup).
+        self.tally: dict[tuple[str, object], int] = {}
+
+    def take_tally(self) -> dict[tuple[str, object], int]:
+        """The tally of the rows encoded since the last call, and start a new one."""
+        tally, self.tally = self.tally, {}
+        return tally
 
     def timestamp(self, epoch: float) -> str:
         """Format seconds since the epoch as a UTC timestamptz literal with microseconds."""
@@ -260,14 +268,15 @@ class RowEncoder:
         n = _NULL
         if created is None:
             created_ts = received_ts  # a sender without a clock: the receive time stands in
+            second = received_ts[:19]
         else:
             # self.timestamp(created), inlined (created > 0 here, so int() is floor()).
             sec = int(created)
             usec = int((created - sec) * 1e6 + 0.5)
             if usec >= 1_000_000:
                 return self._encode_slow(rec, seq, peer, received_ts)
-            prefix = self._sec_prefix if sec == self._sec else self._prefix(sec)
-            created_ts = f"{prefix}.{usec:06d}+00"
+            second = self._sec_prefix if sec == self._sec else self._prefix(sec)
+            created_ts = f"{second}.{usec:06d}+00"
         line = (
             f"{seq}\t{created_ts}\t{received_ts}\t{n if levelno is None else levelno}\t"
             f"{n if levelname is None else levelname}\t{n if name is None else name}\t"
@@ -284,16 +293,22 @@ class RowEncoder:
             return self._encode_slow(rec, seq, peer, received_ts)
         extra_keys = rec.keys() - self._standard
         if not extra_keys:
-            return head + b"\\N\t\\N\t\\N\n"
-        extra = {k: rec[k] for k in extra_keys}
-        # self._json(extra), its common case inline: plain values, nothing to escape or cut.
-        try:
-            js = _orjson_dumps(extra, default=_json_default, option=_JSON_OPTS)
-        except (TypeError, orjson.JSONEncodeError):
-            js = b"\\"  # whatever makes the test below send it to _json
-        if b"\\" in js or len(js) > MAX_EXTRA_BYTES:
-            js = self._json(extra)
-        return b"%s%s\t\\N\t\\N\n" % (head, js)
+            row = head + b"\\N\t\\N\t\\N\n"
+        else:
+            extra = {k: rec[k] for k in extra_keys}
+            # self._json(extra), its common case inline: plain values, nothing to escape or cut.
+            try:
+                js = _orjson_dumps(extra, default=_json_default, option=_JSON_OPTS)
+            except (TypeError, orjson.JSONEncodeError):
+                js = b"\\"  # whatever makes the test below send it to _json
+            if b"\\" in js or len(js) > MAX_EXTRA_BYTES:
+                js = self._json(extra)
+            row = b"%s%s\t\\N\t\\N\n" % (head, js)
+        # Counted once the row exists (store.rollup): by its second and level as written.
+        key = (second, levelno)
+        tally = self.tally
+        tally[key] = tally.get(key, 0) + 1
+        return row
 
     def _encode_slow(self, rec: RecordDict, seq: int, peer: str, received_ts: str) -> bytes:
         # Any record at all: missing keys, wrong types, text to escape or repair.
@@ -359,7 +374,10 @@ class RowEncoder:
             extra = self._json({k: rec[k] for k in extra_keys})
         else:
             extra = b"\\N"
-        return b"%s\t%s\t\\N\t\\N\n" % (head, extra)
+        row = b"%s\t%s\t\\N\t\\N\n" % (head, extra)
+        second = (created_ts[:19], fields[3])
+        self.tally[second] = self.tally.get(second, 0) + 1
+        return row
 
     def _escape(self, s: str) -> str:
         if "\x00" in s:

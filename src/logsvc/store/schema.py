@@ -7,6 +7,10 @@ Objects, all inside one schema (``--schema``, default ``logsvc``)::
     streams(id, seqs, updated)         per stream of the acknowledged protocol, every seq
                                        stored so far (an int8multirange); a batch leaves
                                        out rows already in it (``store/streams.py``)
+    counts(bucket, journal, level, n)  records per 5 seconds of ``created`` and level class,
+                                       added by each batch in its transaction: the console's
+                                       histogram (``store/rollup.py``); ``meta.counts_since``
+                                       says from when it holds every stored row
     records(...)                       the logs: range-partitioned by day on ``created``;
                                        ``journal`` says which journal a row came from
       records_YYYYMMDD                 one partition per UTC day, created ahead of time
@@ -62,7 +66,8 @@ from logsvc.store.copyfmt import COLUMNS, COPY_COLUMNS, ROW_FORMAT
 
 # 1: logsvc 0.1. 2: records.journal, the journal each row came from. 3: records.stream and
 # stream_seq, and the streams table (the acknowledged protocol's exactly-once, docs/protocol.md).
-SCHEMA_VERSION = 3
+# 4: the counts table (the console's histogram, store.rollup) and meta.counts_since.
+SCHEMA_VERSION = 4
 
 # ``records.journal`` is not in the COPY rows: PostgreSQL fills it from the setting each batch
 # makes with SET LOCAL, in the batch's own transaction. Every row of a journal would otherwise
@@ -138,7 +143,7 @@ DDL_LOCK_TIMEOUT = "2s"
 def required_objects(schema: str, extra_index_keys: tuple[str, ...] | list[str] = ()) -> list[str]:
     """What this release needs in ``schema``: tables and indexes by name, functions by signature."""
     s = check_identifier(schema)
-    names = ["meta", "shipped", "records", "records_default", "streams", "records_created_brin"]
+    names = ["meta", "shipped", "records", "records_default", "streams", "counts", "records_created_brin"]
     names += [name for name, _ in INDEXES]
     names += [f"records_extra_{check_extra_key(k).lower()}" for k in extra_index_keys]
     return [f"{s}.{n}" for n in names] + [f"{s}.{f}" for f in _FUNCTIONS]
@@ -258,6 +263,16 @@ CREATE TABLE IF NOT EXISTS {s}.streams (
     seqs int8multirange NOT NULL DEFAULT '{{}}',
     updated timestamptz NOT NULL DEFAULT now()
 );
+-- Version 4: records per bucket of created and level class, written by each batch (store.rollup).
+-- It holds every row stored from counts_since on; the console counts older rows from records.
+CREATE TABLE IF NOT EXISTS {s}.counts (
+    bucket timestamptz NOT NULL,
+    journal uuid NOT NULL,
+    level smallint NOT NULL,
+    n bigint NOT NULL,
+    PRIMARY KEY (bucket, journal, level)
+);
+INSERT INTO {s}.meta VALUES ('counts_since', now()::text) ON CONFLICT (key) DO NOTHING;
 UPDATE {s}.meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version' AND value::int < {SCHEMA_VERSION};
 CREATE TABLE IF NOT EXISTS {s}.records_default PARTITION OF {s}.records DEFAULT;
 CREATE INDEX IF NOT EXISTS records_created_brin ON {s}.records USING brin (created);
@@ -339,6 +354,11 @@ def maintenance_sql(
     LOOP
         BEGIN
             EXECUTE format('DROP TABLE IF EXISTS %I.%I', '{s}', part);
+            -- The day's counts go with its rows (rows of that day kept in records_default by a
+            -- client's clock are not counted after this).
+            day := to_date(substr(part, 9), 'YYYYMMDD');
+            DELETE FROM {s}.counts WHERE bucket >= day::timestamp AT TIME ZONE 'UTC'
+                AND bucket < (day + 1)::timestamp AT TIME ZONE 'UTC';
         EXCEPTION WHEN lock_not_available THEN
             RAISE NOTICE 'retention: % is in use, dropping it later', part;
         END;
@@ -401,8 +421,18 @@ def notify_channel(schema: str) -> str:
     return f"{check_identifier(schema)}_records"[:63]
 
 
-def batch_sql(schema: str, journal_id: str, from_seq: int, to_seq: int, row_format: int = ROW_FORMAT) -> str:
-    """One simple query: move the position, name the journal, notify, COPY. One transaction.
+def batch_sql(
+    schema: str,
+    journal_id: str,
+    from_seq: int,
+    to_seq: int,
+    row_format: int = ROW_FORMAT,
+    counts_sql: str = "",
+) -> str:
+    """One simple query: move the position, name the journal, notify, count, COPY. One transaction.
+
+    ``counts_sql`` is ``rollup.upsert_sql`` of the rows the COPY carries (the histogram's
+    counts, kept in the same transaction as the rows).
 
     The NOTIFY is part of that transaction: PostgreSQL delivers it when (and only if) the
     batch commits, so a listener that wakes finds the rows visible. The COPY names the
@@ -424,7 +454,7 @@ def batch_sql(schema: str, journal_id: str, from_seq: int, to_seq: int, row_form
     return (
         f"SELECT {s}.advance_shipped('{jid}', {int(from_seq)}, {int(to_seq)}); "
         f"SET LOCAL {JOURNAL_SETTING} = '{jid}'; "
-        f"NOTIFY {notify_channel(s)}; "
+        f"NOTIFY {notify_channel(s)}; {counts_sql}"
         f"COPY {s}.records ({', '.join(names)}) FROM STDIN"
     )
 

@@ -94,7 +94,7 @@ from logsvc.errors import JournalCorrupt, StoreError
 from logsvc.journal import Block, Journal
 from logsvc.metrics import Metrics
 from logsvc.pgwait import PgDriver
-from logsvc.store import pgproto, schema, streams
+from logsvc.store import pgproto, rollup, schema, streams
 from logsvc.store.copyfmt import ROW_FORMAT
 from logsvc.store.deadletter import DeadLetter
 
@@ -268,6 +268,7 @@ class PgSink:
         pg_timeout: float = PgDriver.DEFAULT_TIMEOUT_S,
         schema_timeout: float = PgDriver.LONG_STEP_TIMEOUT_S,
         on_connection_lost: Callable[[], bool] | None = None,
+        tallies: rollup.BlockTallies | None = None,
     ) -> None:
         """See the class docstring for ``dead_letter_dir``; the rest is the server's settings.
 
@@ -278,9 +279,12 @@ class PgSink:
         for the schema steps after connecting, which may build an index on a large table.
         ``on_connection_lost``: called when the connection fails or times out; True means
         the server is being (re)started (``embedded.Supervisor.check``), so reconnect at the
-        shortest back-off.
+        shortest back-off. ``tallies``: the journal writer's tallies of the blocks it
+        appended, for the histogram's counts (``store.rollup``); without them every block is
+        counted from its rows.
         """
         self._reactor = reactor
+        self._tallies = tallies if tallies is not None else rollup.BlockTallies()
         self._journal = journal
         self._metrics = metrics
         self._conninfo = pgproto.conninfo_with_timeouts(conninfo, pg_timeout)
@@ -595,9 +599,7 @@ class PgSink:
         # read() never mixes row formats in one call: one COPY column list per batch.
         row_format = blocks[0].row_format if blocks else ROW_FORMAT
         try:
-            sql = schema.batch_sql(
-                self._schema, self._journal.journal_id, self.shipped_seq, to_seq, row_format
-            )
+            sql = self._batch_sql(to_seq, row_format, self._tallies.counts(blocks))
         except StoreError as exc:
             self._read_failed(exc)
             return
@@ -605,22 +607,40 @@ class PgSink:
         started = time.monotonic()
         first_seq = self.shipped_seq + 1
         self._driver.start(
-            self._copy(sql, [b.payload for b in blocks], row_format),
+            self._copy(sql, to_seq, [b.payload for b in blocks], row_format),
             lambda stored: self._on_committed(to_seq, count if stored is None else stored, started),
             lambda exc: self._on_batch_failed(exc, blocks, first_seq, to_seq),
         )
 
-    def _copy(self, sql: str, chunks: list[bytes], row_format: int) -> pgproto.PgGen[int | None]:
+    def _batch_sql(self, to_seq: int, row_format: int, counts: rollup.Counts) -> str:
+        """``schema.batch_sql`` from the current position to ``to_seq``, with these rows' counts."""
+        assert self.shipped_seq is not None
+        jid = self._journal.journal_id
+        return schema.batch_sql(
+            self._schema,
+            jid,
+            self.shipped_seq,
+            to_seq,
+            row_format,
+            rollup.upsert_sql(self._schema, jid, counts),
+        )
+
+    def _copy(self, sql: str, to_seq: int, chunks: list[bytes], row_format: int) -> pgproto.PgGen[int | None]:
         """The generator shipping ``chunks`` under ``sql``; returns the rows stored (None: all).
 
         Rows of the acknowledged protocol's streams go through ``store.streams`` (exactly once
-        per stream seq, whichever instance stored it first); other batches are a plain COPY.
+        per stream seq, whichever instance stored it first): when it leaves rows out, the
+        batch's counts are those of the rows it kept. Other batches are a plain COPY.
         """
         pgconn = self._pgconn_ok()
         if row_format < 2 or not any(streams.has_stream_rows(c) for c in chunks):
             yield from pgproto.copy_in(pgconn, sql, chunks)
             return None
-        stored, duplicates = yield from streams.copy_dedup(pgconn, self._schema, sql, chunks)
+
+        def sql_for(kept: Sequence[bytes] | None) -> str:
+            return sql if kept is None else self._batch_sql(to_seq, row_format, rollup.count_rows(kept))
+
+        stored, duplicates = yield from streams.copy_dedup(pgconn, self._schema, sql_for, chunks)
         if duplicates:
             self._metrics.acked_duplicates["postgresql"] += duplicates
         return stored
@@ -665,6 +685,7 @@ class PgSink:
         m.batches_committed += 1
         m.observe_batch(time.monotonic() - started)
         self.shipped_seq = to_seq
+        self._tallies.forget(to_seq)
         self.state = IDLE
         self.last_error = ""
         self._quiet_reconnect = False
@@ -757,9 +778,8 @@ class PgSink:
         assert self._isolation is not None and self.shipped_seq is not None
         self._isolation.transactions += 1
         self._metrics.isolation_transactions += 1
-        sql = schema.batch_sql(
-            self._schema, self._journal.journal_id, self.shipped_seq, to_seq, self._isolation.row_format
-        )
+        row_format = self._isolation.row_format
+        sql = self._batch_sql(to_seq, row_format, rollup.count_rows(data))
 
         def done(stored: int | None) -> None:
             if self.state != ISOLATING:
@@ -768,7 +788,7 @@ class PgSink:
             self._release()
             on_done(stored)
 
-        self._driver.start(self._copy(sql, data, self._isolation.row_format), done, on_error)
+        self._driver.start(self._copy(sql, to_seq, data, row_format), done, on_error)
 
     def _on_piece_committed(self, iso: _Isolation, stored: int) -> None:
         iso.stored += stored

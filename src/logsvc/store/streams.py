@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from psycopg import pq
@@ -173,11 +173,15 @@ def update_sql(schema: str, ranges: dict[bytes, list[Range]]) -> str:
 
 
 def copy_dedup(
-    pgconn: pq.abc.PGconn, schema: str, batch_sql: str, chunks: Sequence[bytes]
+    pgconn: pq.abc.PGconn,
+    schema: str,
+    batch_sql: Callable[[Sequence[bytes] | None], str],
+    chunks: Sequence[bytes],
 ) -> pgproto.PgGen[tuple[int, int]]:
     """Ship ``chunks`` (rows with stream rows among them) once per ``(stream, seq)``.
 
-    ``batch_sql`` is ``schema.batch_sql(...)``: it moves the journal position and ends in the
+    ``batch_sql(kept)`` gives ``schema.batch_sql(...)`` for the rows kept (``kept`` is None
+    when every row is kept): it moves the journal position, counts the rows and ends in the
     COPY. Everything is one transaction, committed here. Returns ``(rows stored, duplicates
     left out)``. On any error the transaction is rolled back (when the connection still
     stands) and the error propagates, so the sink can classify it as for a plain batch.
@@ -193,7 +197,8 @@ def copy_dedup(
             if sid is not None and text is not None:
                 stored[bytes(sid)] = parse_ranges(bytes(text).decode())
         d = dedup(rows, stored)
-        yield from pgproto.copy_in(pgconn, update_sql(schema, d.ranges) + batch_sql, [b"".join(d.kept)])
+        sql = batch_sql(d.kept if d.duplicates else None)
+        yield from pgproto.copy_in(pgconn, update_sql(schema, d.ranges) + sql, [b"".join(d.kept)])
         yield from pgproto.execute(pgconn, "COMMIT")
     except GeneratorExit:
         raise
