@@ -187,6 +187,11 @@ def test_two_instances_on_one_database_store_a_failed_over_stream_once(
         # 41..60 reached PostgreSQL from both journals: whichever came second left them out.
         dups = [metric(s, "logsvc_acked_duplicates_total", where="postgresql") for s in (a, b)]
         assert sum(dups) == 20, dups
+        # The histogram's counts are of the rows kept, not of the rows sent (store.rollup).
+        with psycopg.connect(dsn) as conn:
+            row = conn.execute(f"SELECT sum(n) FROM {schema}.counts").fetchone()
+            stored = conn.execute(f"SELECT count(*) FROM {schema}.records").fetchone()
+        assert row is not None and stored is not None and row[0] == stored[0] == 130
     finally:
         a.kill()
         b.kill()

@@ -102,6 +102,13 @@ def stored_seqs(dsn: str, schema: str) -> list[int]:
         return [r[0] for r in c.execute(f"SELECT seq FROM {schema}.records ORDER BY seq").fetchall()]
 
 
+def counted(dsn: str, schema: str) -> int:
+    """The rows the histogram's counts table holds (store.rollup): must equal the rows stored."""
+    with psycopg.connect(dsn) as c:
+        row = c.execute(f"SELECT coalesce(sum(n), 0) FROM {schema}.counts").fetchone()
+    return int(row[0]) if row else 0
+
+
 def shipped(dsn: str, schema: str) -> int | None:
     with psycopg.connect(dsn) as c:
         row = c.execute(f"SELECT max(seq) FROM {schema}.shipped").fetchone()
@@ -129,6 +136,7 @@ def test_rows_a_check_constraint_refuses_go_to_the_dead_letter_file_and_the_rest
 
     expected = [s for s in range(1, 5001) if s not in POISON]
     assert stored_seqs(dsn, schema) == expected  # every good record, exactly once
+    assert counted(dsn, schema) == len(expected)  # the isolated pieces counted what they stored
     assert shipped(dsn, schema) == 5000
     entries = list(read_entries(rig.deadletter_dir))
     assert [e["seq"] for e in entries] == sorted(POISON)
@@ -182,6 +190,7 @@ def test_without_a_copy_line_in_the_error_the_refused_batch_is_bisected(
     elapsed = time.monotonic() - start
 
     assert stored_seqs(dsn, schema) == [s for s in range(1, 5001) if s not in POISON]
+    assert counted(dsn, schema) == 5000 - len(POISON)  # refused halves took their counts with them
     assert shipped(dsn, schema) == 5000
     entries = list(read_entries(rig.deadletter_dir))
     assert [(e["seq"], e["sqlstate"]) for e in entries] == [(s, "23514") for s in sorted(POISON)]

@@ -38,6 +38,7 @@ import math
 import operator
 import re
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -192,13 +193,17 @@ class RowEncoder:
         self._sec = -1
         self._sec_prefix = ""
         self._standard = STANDARD_ATTRS
-        # Rows encoded since the last take_tally(), by (created second, levelno): the journal
-        # writer takes it at each block, for the histogram's counts (store.rollup).
-        self.tally: dict[tuple[str, object], int] = {}
+        # The (created second, levelno) of each row encoded since the last take_tally(): the
+        # journal writer takes their tally at each block, for the histogram's counts
+        # (store.rollup). A list append per row, counted in C at the seal: 0.26 us a record
+        # in all, against 0.30 for a dict update per row (paired, in process).
+        self._keys: list[tuple[str, object]] = []
+        self._key = self._keys.append
 
     def take_tally(self) -> dict[tuple[str, object], int]:
-        """The tally of the rows encoded since the last call, and start a new one."""
-        tally, self.tally = self.tally, {}
+        """The rows encoded since the last call by (created second, levelno); start anew."""
+        tally = Counter(self._keys)
+        self._keys.clear()
         return tally
 
     def timestamp(self, epoch: float) -> str:
@@ -306,8 +311,7 @@ class RowEncoder:
             row = b"%s%s\t\\N\t\\N\n" % (head, js)
         # Counted once the row exists (store.rollup): by its second and level as written.
         key = (second, levelno)
-        tally = self.tally
-        tally[key] = tally.get(key, 0) + 1
+        self._key(key)
         return row
 
     def _encode_slow(self, rec: RecordDict, seq: int, peer: str, received_ts: str) -> bytes:
@@ -376,7 +380,7 @@ class RowEncoder:
             extra = b"\\N"
         row = b"%s\t%s\t\\N\t\\N\n" % (head, extra)
         second = (created_ts[:19], fields[3])
-        self.tally[second] = self.tally.get(second, 0) + 1
+        self._key(second)
         return row
 
     def _escape(self, s: str) -> str:

@@ -16,9 +16,10 @@ adds, in its own transaction, how many of its rows fall in each bucket of ``crea
   stream rows counts the rows the deduplication kept (``store.streams``).
 * **No waiting between writers.** The key holds the journal, so the sinks writing into one
   schema (``serve --workers``, several instances) never touch each other's rows.
-* **Cheap to know.** The encoder tallies each row it encodes by its second and level
-  (``RowEncoder.tally``: one dict update, ~0.1 µs); the journal writer takes the tally when
-  it seals a block and keeps it here until the block is stored (``BlockTallies``); a batch
+* **Cheap to know.** The encoder notes each row's second and level as it encodes it, and
+  the journal writer takes their tally when it seals a block (``RowEncoder.take_tally``:
+  ~0.25 µs a record in all, 2 % of the service's CPU per record, measured) and keeps it here
+  until the block is stored (``BlockTallies``); a batch
   of whole blocks sums them. A block without a tally (read back after a restart, trimmed
   to a position inside it) is counted from its rows by ``count_rows`` (~1 µs a row).
 * **Bounded.** At most ``LEVELS`` rows a bucket and journal, whatever the levels sent; at
