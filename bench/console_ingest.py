@@ -2,9 +2,10 @@
 
 Usage: python bench/console_ingest.py --dsn DSN [--records 300000] [--rounds 3]
 
-One ``logsvc serve`` (its own schema and data directory, dropped afterwards) takes
-``--records`` records per run from ``bench flood`` (pre-encoded SocketHandler frames, 4
-connections). Runs alternate: plain, then with the load of one browser on the console: a live
+Each run is one fresh ``logsvc serve`` (its own schema and data directory, dropped
+afterwards) taking ``--records`` records from ``bench flood`` (pre-encoded SocketHandler
+frames, 4 connections). Runs alternate, ABBA (plain then console in odd rounds, console then
+plain in even ones): plain, and with the load of one browser on the console: a live
 tail (``/api/tail``, read continuously) plus, every second, a search, a histogram and the
 facets of the last 15 minutes (what the page asks for when it re-queries); ``--load`` keeps one of the two,
 ``--query`` gives the browser a query (default: none, the page's first view). Prints records/s per run, the
@@ -19,6 +20,7 @@ import argparse
 import http.client
 import json
 import re
+import shutil
 import signal
 import socket
 import statistics
@@ -127,30 +129,44 @@ def main() -> None:
     p.add_argument("--load", choices=("both", "tail", "requery"), default="both", help="the browser's load")
     p.add_argument("--query", default="", help="the browser's query (default: none, the page's first view)")
     a = p.parse_args()
-    schema = f"bench_console_{uuid.uuid4().hex[:8]}"
-    data = Path(tempfile.mkdtemp(prefix="logsvc-console-bench-"))
-    proc, port, metrics = start_serve(a.dsn, schema, data)
     plain: list[float] = []
     loaded: list[float] = []
+    pairs: list[float] = []
+    for i in range(a.rounds):
+        # Each run on a fresh service and schema (a table that grows run after run slows the
+        # later runs), in the order plain, console, then console, plain: drift between the
+        # two runs of a round favours neither.
+        order = ("plain", "console") if i % 2 == 0 else ("console", "plain")
+        got: dict[str, float] = {}
+        for which in order:
+            rate, note = run(a.dsn, a.records, None if which == "plain" else (a.load, a.query))
+            got[which] = rate
+            print(f"round {i + 1}: {which:<7} {rate:10,.0f} records/s{note}", flush=True)
+        plain.append(got["plain"])
+        loaded.append(got["console"])
+        pairs.append(got["console"] / got["plain"])
+    ratio = statistics.median(loaded) / statistics.median(plain)
+    print(f"median plain {statistics.median(plain):,.0f}, with console {statistics.median(loaded):,.0f}: "
+          f"{ratio:.2f}x (median of the rounds' own ratios: {statistics.median(pairs):.2f}x)")  # fmt: skip
+
+
+def run(dsn: str, records: int, browser: tuple[str, str] | None) -> tuple[float, str]:
+    """One flood into a fresh ``serve`` and schema, with a browser's load or without."""
+    schema = f"bench_console_{uuid.uuid4().hex[:8]}"
+    data = Path(tempfile.mkdtemp(prefix="logsvc-console-bench-"))
+    proc, port, metrics = start_serve(dsn, schema, data)
     try:
-        for i in range(a.rounds):
-            plain.append(flood(a.dsn, schema, port, proc.pid, a.records))
-            print(f"round {i + 1}: plain   {plain[-1]:10,.0f} records/s", flush=True)
-            with Browser(metrics, a.load, a.query) as b:
-                loaded.append(flood(a.dsn, schema, port, proc.pid, a.records))
-            print(
-                f"round {i + 1}: console {loaded[-1]:10,.0f} records/s "
-                f"({b.requests} requests, {b.tail_bytes:,} tail bytes, {len(b.errors)} errors)",
-                flush=True,
-            )
-        ratio = statistics.median(loaded) / statistics.median(plain)
-        print(f"median plain {statistics.median(plain):,.0f}, with console {statistics.median(loaded):,.0f}: "
-              f"{ratio:.2f}x")  # fmt: skip
+        if browser is None:
+            return flood(dsn, schema, port, proc.pid, records), ""
+        with Browser(metrics, *browser) as b:
+            rate = flood(dsn, schema, port, proc.pid, records)
+        return rate, f" ({b.requests} requests, {b.tail_bytes:,} tail bytes, {len(b.errors)} errors)"
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
-        with psycopg.connect(a.dsn, autocommit=True) as c:
+        with psycopg.connect(dsn, autocommit=True) as c:
             c.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        shutil.rmtree(data, ignore_errors=True)
 
 
 if __name__ == "__main__":

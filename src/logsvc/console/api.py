@@ -77,13 +77,17 @@ MAX_CONTEXT = 500
 # within CONTEXT_FIRST_WINDOW, then in windows six times wider each (``spans``).
 CONTEXT_WINDOW = _dt.timedelta(days=1)
 CONTEXT_FIRST_WINDOW = _dt.timedelta(minutes=10)
-# Search looks at the newest second first, then windows four times wider (``spans``): the
-# newest page of a service taking 50,000 records a second is in its last second, and a scan
-# of its last minute (3 million rows, ~1 s of PostgreSQL's CPU taken from ingest at every
-# refresh) or of a whole hour would not end within the statement timeout; a quiet service
-# pays a few more cheap statements (an hour is 7 windows, each pruned by the BRIN index).
-SEARCH_FIRST_WINDOW = _dt.timedelta(seconds=1)
+# Search looks at the newest 100 ms first, then windows four times wider (``spans``): the
+# newest page of a service taking 50,000 records a second is in its last tenth of a second
+# (a sender that batches may put far more in it), and a scan of its last minute (3 million
+# rows, ~1 s of PostgreSQL's CPU taken from ingest at every refresh) or of a whole hour would
+# not end within the statement timeout; a quiet service pays a few more cheap statements (an
+# hour is 9 windows, each pruned by the BRIN index).
+SEARCH_FIRST_WINDOW = _dt.timedelta(milliseconds=100)
 SEARCH_WINDOW_GROWTH = 4
+# How many of the last pages of today's partition give the first window's bound
+# (_newest_windows): about 7,000 rows, read in 2-3 ms.
+TAIL_PAGES = 256
 _MICROSECOND = _dt.timedelta(microseconds=1)
 # A record looked up by id: first in the newest hour (and one ahead, for clocks ahead).
 FIND_AHEAD = _dt.timedelta(hours=1)
@@ -95,8 +99,11 @@ _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
 # starts less than this after then (rows whose clock was ahead by more are not counted).
 _ROLLUP_BUCKET = _dt.timedelta(seconds=rollup.BUCKET_S)
 _COUNTS_SLACK = _dt.timedelta(hours=1)
-# Facets are computed over the newest rows of the range, at most this many.
-FACET_SAMPLE = 10_000
+# Facets are computed over the newest rows of the range, at most this many: their top values
+# are a sample's either way (Kibana's field list samples 500 documents), and each row costs
+# PostgreSQL ~20-30 us (its extra taken apart): 10,000 rows took 160-200 ms of its CPU
+# (measured on a busy table), taken from ingest at every query of a user re-querying.
+FACET_SAMPLE = 1_000
 FACET_TOP = 10
 FACET_MAX_EXTRA_KEYS = 30
 FACET_VALUE_CHARS = 200
@@ -407,8 +414,6 @@ class Console:
             c = parse_cursor(params["cursor"], "cursor")
             cond += _keyset("<", c, base)
             start = max(since, min(until, c.time + _MICROSECOND))
-        windows = spans(start, since, SEARCH_FIRST_WINDOW, SEARCH_WINDOW_GROWTH)
-
         statement = self._select_in(cond, base, "DESC")
 
         def answer(rows: list[Row]) -> Response:
@@ -422,7 +427,61 @@ class Console:
         def failed(exc: StoreError) -> None:
             conn.respond(db_error_response(exc, query.regex_positions))
 
-        self._windowed(conn, windows, statement, limit + 1, answer, failed)
+        def search(windows: list[tuple[_dt.datetime, _dt.datetime]]) -> None:
+            self._windowed(conn, windows, statement, limit + 1, answer, failed)
+
+        self._newest_windows(since, start, cond, base, limit + 1, search)
+
+    def _newest_windows(
+        self,
+        since: _dt.datetime,
+        until: _dt.datetime,
+        cond: str,
+        base: ql.Params,
+        want: int,
+        then: Callable[[list[tuple[_dt.datetime, _dt.datetime]]], None],
+    ) -> None:
+        """The windows in which to look for the newest ``want`` rows matching ``cond``: ``then(windows)``.
+
+        They grow back from ``until`` (``spans``), but first from a bound found where the
+        newest rows are: the ``want``-th newest ``created`` among the matching rows of the
+        last ``TAIL_PAGES`` pages of today's partition (a TID range scan: rows are appended,
+        so those are the rows stored last). Any subset of the matching rows gives a bound
+        at or below the true ``want``-th newest, so the first window, from it to ``until``,
+        holds the answer, and as rows lie on disk in about the order they were created the
+        BRIN index on ``created`` reads only the last pages for it. Without the bound, records
+        sent with times already seconds old (a client's backlog, a benchmark's pre-made
+        records: hundreds of thousands in a few seconds of ``created``) would all be read and
+        sorted by the first window that reaches them. With fewer matching rows there than
+        ``want`` (a quiet service, a rare match, a range in the past, no partition for today)
+        the windows start at ``until``.
+        """
+        ps = ql.Params(list(base.values))
+        lo, hi = ps.add(since.isoformat(), "timestamptz"), ps.add(until.isoformat(), "timestamptz")
+        part = f"{self.schema}.records_{self._now().astimezone(_dt.UTC):%Y%m%d}"
+        sql = (
+            f"SELECT created FROM {part} WHERE ctid >= (SELECT format('(%s,0)', greatest(0, "
+            f"pg_relation_size('{part}') / current_setting('block_size')::int - {TAIL_PAGES}))::tid) "
+            f"AND created >= {lo} AND created < {hi} AND {cond} "
+            f"ORDER BY created DESC OFFSET {ps.add(want - 1, 'bigint')} LIMIT 1"
+        )
+
+        def got(rows: list[Row]) -> None:
+            bound = None
+            if rows and rows[0][0] is not None:
+                bound = _dt.datetime.fromisoformat(rows[0][0].decode())
+            if bound is None or not since <= bound < until:
+                then(spans(until, since, SEARCH_FIRST_WINDOW, SEARCH_WINDOW_GROWTH))
+                return
+            then([(bound, until), *spans(bound, since, SEARCH_FIRST_WINDOW, SEARCH_WINDOW_GROWTH)])
+
+        def no_bound(exc: StoreError) -> None:
+            # No partition for today (or it went): the windows alone, as without a bound. A
+            # statement that fails for its query fails again in the windows, with its message.
+            got([])
+
+        if not self.db.submit(sql, ps.values, got, no_bound):
+            raise ApiError(503, "the console is busy (too many queries waiting); retry in a moment")
 
     def _select_in(
         self, cond: str, base: ql.Params, order: str
@@ -520,7 +579,7 @@ class Console:
 
         def got(rows: list[Row]) -> None:
             value = rows[0][0] if rows else None
-            since = None if value is None else _dt.datetime.fromisoformat(value.decode())
+            since = None if value is None else _epoch_time(float(value))
             # Known for good once found; looked for again a minute later while missing (a
             # console started against a schema that serve upgrades afterwards).
             self._counts_known = (time.monotonic() + 60.0, since)
@@ -528,8 +587,8 @@ class Console:
 
         s = self.schema
         sql = (
-            f"SELECT CASE WHEN to_regclass('{s}.counts') IS NOT NULL THEN (SELECT value::timestamptz "
-            f"FROM {s}.meta WHERE key = 'counts_since') END"
+            f"SELECT CASE WHEN to_regclass('{s}.counts') IS NOT NULL THEN (SELECT extract(epoch FROM "
+            f"value::timestamptz) FROM {s}.meta WHERE key = 'counts_since') END"
         )
         if not self.db.submit(sql, [], got, failed):
             raise ApiError(503, "the console is busy (too many queries waiting); retry in a moment")
@@ -570,18 +629,22 @@ class Console:
         ]
         since_p = ps.add(since.isoformat(), "timestamptz")
         until_p = ps.add(until.isoformat(), "timestamptz")
-        cs_p = ps.add(counts_since.isoformat(), "timestamptz")
+        counted_all = counts_since <= _FIRST_TIME  # a schema made with its counts table
+        cs_p = "" if counted_all else ps.add(counts_since.isoformat(), "timestamptz")
         if t0 < g_lo:
             parts.append(
                 f"SELECT {k_of}, {lvl}, 1 FROM {s}.records WHERE created >= {since_p} "
                 f"AND created < to_timestamp({lo_p})"
             )
         if t1 < g_end:
+            # (Only rows the counts hold are taken away; the condition on stored is left out
+            # when that is every row, or the planner may scan by it.)
+            newer = "" if counted_all else f" AND stored >= {cs_p}"
             parts.append(
                 f"SELECT {k_of}, {lvl}, -1 FROM {s}.records WHERE created >= {until_p} "
-                f"AND created < to_timestamp({end_p}) AND stored >= {cs_p}"
+                f"AND created < to_timestamp({end_p}){newer}"
             )
-        if since < counts_since + _COUNTS_SLACK:
+        if not counted_all and since < counts_since + _COUNTS_SLACK:
             parts.append(
                 f"SELECT {k_of}, {lvl}, 1 FROM {s}.records WHERE created >= to_timestamp({lo_p}) "
                 f"AND created < {until_p} AND stored < {cs_p}"
@@ -830,7 +893,10 @@ class Console:
         since, until = self._range(params)
         base = ql.Params()
         query = _compile(params.get("q", ""), base)
-        lows = [lo for lo, _ in spans(until, since, SEARCH_FIRST_WINDOW, SEARCH_WINDOW_GROWTH)]
+        lows: list[_dt.datetime] = []
+
+        def failed(exc: StoreError) -> None:
+            conn.respond(db_error_response(exc, query.regex_positions))
 
         def attempt(i: int) -> None:
             ps = ql.Params(list(base.values))
@@ -844,19 +910,22 @@ class Console:
                     return
                 conn.respond(_facets_answer(rows))
 
-            def failed(exc: StoreError) -> None:
-                conn.respond(db_error_response(exc, query.regex_positions))
-
             if not self.db.submit(sql, ps.values, got, failed):
                 failed(StoreError("the console is busy (too many queries waiting)", reason="busy"))
 
-        attempt(0)
+        def start(windows: list[tuple[_dt.datetime, _dt.datetime]]) -> None:
+            lows.extend(lo for lo, _ in windows)
+            attempt(0)
+
+        self._newest_windows(since, until, query.sql, base, FACET_SAMPLE, start)
 
     def _facets_sql(self, where: str) -> str:
         s = self.schema
         return f"""
-WITH s AS (SELECT levelname, levelno, logger, peer, extra FROM {s}.records WHERE {where}
+WITH k AS MATERIALIZED (SELECT tableoid AS t, ctid AS c FROM {s}.records WHERE {where}
            ORDER BY created DESC LIMIT {FACET_SAMPLE}),
+s AS (SELECT levelname, levelno, logger, peer, extra FROM {s}.records WHERE {where}
+      AND ctid = ANY (ARRAY(SELECT c FROM k)) AND (tableoid, ctid) IN (SELECT t, c FROM k)),
 keys AS (SELECT k FROM s, jsonb_object_keys(CASE WHEN jsonb_typeof(extra) = 'object' THEN extra END) k
          GROUP BY k ORDER BY count(*) DESC, k LIMIT {FACET_MAX_EXTRA_KEYS}),
 g AS (
@@ -919,6 +988,13 @@ def _answered(answer: Callable[[list[Row]], Response | None], rows: list[Row]) -
     except Exception:
         log.exception("Console: building an answer failed")
         return _json(500, {"error": "the console failed on this request (the service log has why)"})
+
+
+def _epoch_time(seconds: float) -> _dt.datetime:
+    """A time from seconds since the epoch; -infinity (counted from the start) as year 1."""
+    if seconds == -math.inf:
+        return _dt.datetime(1, 1, 2, tzinfo=_dt.UTC)
+    return _EPOCH + _dt.timedelta(seconds=seconds)
 
 
 def _facets_answer(rows: list[Row]) -> Response:

@@ -34,13 +34,14 @@ closing an idle stream, and a write to a client that went away closes it.
 
 from __future__ import annotations
 
+import datetime as _dt
 import time
 from dataclasses import dataclass
 
 import orjson
 
 from logsvc.console import query_lang as ql
-from logsvc.console.api import LIST_JSON, SECURITY_HEADERS, ApiError, db_error_response
+from logsvc.console.api import LIST_JSON, SECURITY_HEADERS, TAIL_PAGES, ApiError, db_error_response
 from logsvc.console.brin import BrinSummarizer
 from logsvc.console.db import ConsoleDb, Row
 from logsvc.errors import StoreError
@@ -64,6 +65,7 @@ class _Subscriber:
     busy: bool = False
     skipped: int = 0
     due: float = 0.0  # monotonic time of the next look
+    sampling: bool = False  # the last look found more rows than it sent
 
 
 class Tail:
@@ -131,6 +133,29 @@ class Tail:
             return ApiError(503, "the console is busy (too many queries waiting); retry in a moment")
         return None
 
+    def _sampling_sql(self, where: str) -> str:
+        """A look while sampling: every new row counted once, the newest shown found cheaply.
+
+        The rows shown are the newest of the last ``TAIL_PAGES`` pages of today's partition (a
+        TID range scan: rows are appended, so those are the rows stored last) instead of a sort
+        of every new row; one aggregate over the new rows gives their count and the newest
+        ``stored`` among them, which becomes the cursor, so a row not shown is counted as
+        skipped exactly once, wherever it lies. The first row of the answer carries the count
+        and the newest time even when nothing is shown (its record column is then NULL).
+        """
+        s = self._schema
+        part = f"{s}.records_{_dt.datetime.now(_dt.UTC):%Y%m%d}"
+        return (
+            f"WITH a AS (SELECT count(*) AS n, max(stored) AS newest FROM {s}.records WHERE {where}), "
+            f"k AS MATERIALIZED (SELECT tableoid AS t, ctid AS c FROM {part} WHERE ctid >= (SELECT "
+            f"format('(%s,0)', greatest(0, pg_relation_size('{part}') / current_setting('block_size')::int "
+            f"- {TAIL_PAGES}))::tid) AND {where} ORDER BY stored DESC, seq DESC LIMIT {self._max}), "
+            f"r AS (SELECT {LIST_JSON} AS j, stored, seq FROM {s}.records WHERE ctid = ANY (ARRAY(SELECT c "
+            f"FROM k)) AND (tableoid, ctid) IN (SELECT t, c FROM k)) "
+            f"SELECT r.j, r.stored, a.n, a.newest FROM a LEFT JOIN r ON true "
+            f"WHERE a.n > 0 ORDER BY r.stored DESC, r.seq DESC"
+        )
+
     def close(self) -> None:
         self._reactor.cancel(self._timer)
         self._timer = None
@@ -162,25 +187,32 @@ class Tail:
         # half as much again. New rows are counted only when more came than are sent (the
         # count's scalar subquery runs only in that branch of the CASE).
         s, where = self._schema, f"stored > $1::timestamptz AND {sub.where}"
-        sql = (
-            f"WITH k AS MATERIALIZED (SELECT tableoid AS t, ctid AS c FROM {s}.records WHERE {where} "
-            f"ORDER BY stored DESC, seq DESC LIMIT {self._max}) "
-            f"SELECT {LIST_JSON}, stored, CASE WHEN (SELECT count(*) FROM k) < {self._max} "
-            f"THEN (SELECT count(*) FROM k) ELSE (SELECT count(*) FROM {s}.records WHERE {where}) END "
-            f"FROM {s}.records WHERE ctid = ANY (ARRAY(SELECT c FROM k)) AND (tableoid, ctid) IN "
-            f"(SELECT t, c FROM k) ORDER BY stored DESC, seq DESC"
-        )
+        sampling = sub.sampling
+        if sampling:
+            sql = self._sampling_sql(where)
+        else:
+            sql = (
+                f"WITH k AS MATERIALIZED (SELECT tableoid AS t, ctid AS c FROM {s}.records WHERE {where} "
+                f"ORDER BY stored DESC, seq DESC LIMIT {self._max}) "
+                f"SELECT {LIST_JSON}, stored, CASE WHEN (SELECT count(*) FROM k) < {self._max} "
+                f"THEN (SELECT count(*) FROM k) ELSE (SELECT count(*) FROM {s}.records WHERE {where}) END "
+                f"FROM {s}.records WHERE ctid = ANY (ARRAY(SELECT c FROM k)) AND (tableoid, ctid) IN "
+                f"(SELECT t, c FROM k) ORDER BY stored DESC, seq DESC"
+            )
         sub.due = time.monotonic() + self._poll_s
 
         def got(rows: list[Row]) -> None:
             sub.busy = False
             if not rows or sub.conn.closed:
                 return
-            newest = rows[0][1]
+            newest = rows[0][3] if sampling else rows[0][1]
             assert newest is not None
             sub.cursor = newest.decode()
             total = int(rows[0][2] or 0)
-            sub.skipped += total - len(rows)
+            shown = sum(1 for r in rows if r[0] is not None)
+            sub.skipped += total - shown
+            sub.sampling = total > self._max
+            rows = [r for r in rows if r[0] is not None]
             if total > len(rows):
                 # Sampling already: look half as often. What is shown is still the newest at
                 # each look; the look costs a scan of every new row, which at this rate is what
@@ -193,13 +225,17 @@ class Tail:
             if sub.skipped:
                 out += b"event: skipped\ndata: " + orjson.dumps({"count": sub.skipped}) + b"\n\n"
                 sub.skipped = 0
-            records = b",".join(r[0] for r in reversed(rows) if r[0] is not None)
-            out += b"event: records\ndata: [" + records + b"]\n\n"
+            if rows:
+                records = b",".join(r[0] for r in reversed(rows) if r[0] is not None)
+                out += b"event: records\ndata: [" + records + b"]\n\n"
+            if not out:
+                return
             sub.conn.send_stream(out)
             sub.last_sent = time.monotonic()
 
         def failed(exc: StoreError) -> None:
             sub.busy = False  # tried again at the next tick
+            sub.sampling = False  # (the exact look, should today's partition be missing)
 
         sub.busy = True
         if not self._db.submit(sql, params, got, failed):

@@ -272,7 +272,10 @@ CREATE TABLE IF NOT EXISTS {s}.counts (
     n bigint NOT NULL,
     PRIMARY KEY (bucket, journal, level)
 );
-INSERT INTO {s}.meta VALUES ('counts_since', now()::text) ON CONFLICT (key) DO NOTHING;
+-- From the beginning when records is empty (a new schema), else from now (an upgrade).
+INSERT INTO {s}.meta
+    SELECT 'counts_since', CASE WHEN EXISTS (SELECT 1 FROM {s}.records) THEN now()::text ELSE '-infinity' END
+    ON CONFLICT (key) DO NOTHING;
 UPDATE {s}.meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version' AND value::int < {SCHEMA_VERSION};
 CREATE TABLE IF NOT EXISTS {s}.records_default PARTITION OF {s}.records DEFAULT;
 CREATE INDEX IF NOT EXISTS records_created_brin ON {s}.records USING brin (created);
