@@ -6,9 +6,11 @@ Starts ``logsvc console`` on the schema (loopback, a free port), then times each
 request the page makes, ``--rounds`` times each after one warm-up, over one keep-alive
 connection, and prints p50/p95/max in milliseconds (wall time on loopback: the server's
 time plus a fraction of a millisecond of HTTP). The ids for context and record come from
-the first search, so they are recent records, as the page's clicks are. Repeated histograms
-are served from the console's cache of settled buckets after the first; the "never cached"
-row changes the query each round to show the scan.
+the first search, so they are recent records, as the page's clicks are. An unfiltered
+histogram reads the counts table; filtered ones repeated are served from the console's cache
+of settled buckets after the first; the "a new query each time" row changes the query each
+round to show the scan. Last, the live tail: a row inserted and committed, then the time
+until its event arrives on ``/api/tail`` (the rows are deleted afterwards).
 """
 
 # Copyright (c) logsvc developers
@@ -20,14 +22,18 @@ import http.client
 import json
 import re
 import signal
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
+
+import psycopg
 
 
 def start(dsn: str, schema: str, log: Path) -> tuple[subprocess.Popen[bytes], int]:
@@ -66,6 +72,38 @@ def timed(conn: http.client.HTTPConnection, route: str, params: dict[str, Any]) 
     if resp.status != 200:
         raise SystemExit(f"{route} {params}: {resp.status} {body}")
     return ms, body
+
+
+def tail_latencies(dsn: str, schema: str, port: int, rounds: int) -> list[float]:
+    """Milliseconds from a row's commit to its ``records`` event on a live tail, sorted.
+
+    Each round inserts one row (autocommit: the INSERT returns once it is committed) and reads
+    the tail's stream until the row's message arrives; the tail asks for it by a word only
+    that row has, so every look finds one row or none.
+    """
+    tag = f"tailprobe{uuid.uuid4().hex[:8]}"
+    out: list[float] = []
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as sock,
+        psycopg.connect(dsn, autocommit=True) as db,
+    ):
+        sock.sendall(f"GET /api/tail?q={tag} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
+        buf = b""
+        while b"live tail started" not in buf:
+            buf += sock.recv(65536)
+        for i in range(rounds):
+            db.execute(
+                f"INSERT INTO {schema}.records (seq, created, received, levelno, message) "
+                "VALUES (%s, now(), now(), 20, %s)",
+                [-1 - i, f"{tag} {i}"],
+            )
+            t = time.perf_counter()
+            want = f'{tag} {i}"'.encode()
+            while want not in buf:
+                buf += sock.recv(65536)
+            out.append((time.perf_counter() - t) * 1000)
+        db.execute(f"DELETE FROM {schema}.records WHERE seq < 0 AND message LIKE %s", [f"{tag} %"])
+    return sorted(out)
 
 
 def main() -> None:
@@ -109,6 +147,11 @@ def main() -> None:
             times = sorted(timed(conn, route, round_of(i))[0] for i in range(a.rounds))
             p95 = times[min(len(times) - 1, round(0.95 * (len(times) - 1)))]
             print(f"{name:<40} {statistics.median(times):8.1f} {p95:8.1f} {times[-1]:8.1f}")
+        times = tail_latencies(a.dsn, a.schema, port, a.rounds)
+        p95 = times[min(len(times) - 1, round(0.95 * (len(times) - 1)))]
+        print(
+            f"{'live tail, commit to event':<40} {statistics.median(times):8.1f} {p95:8.1f} {times[-1]:8.1f}"
+        )
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(10)

@@ -77,13 +77,13 @@ MAX_CONTEXT = 500
 # within CONTEXT_FIRST_WINDOW, then in windows six times wider each (``spans``).
 CONTEXT_WINDOW = _dt.timedelta(days=1)
 CONTEXT_FIRST_WINDOW = _dt.timedelta(minutes=10)
-# Search looks at the newest 100 ms first, then windows four times wider (``spans``): the
-# newest page of a service taking 50,000 records a second is in its last tenth of a second
-# (a sender that batches may put far more in it), and a scan of its last minute (3 million
-# rows, ~1 s of PostgreSQL's CPU taken from ingest at every refresh) or of a whole hour would
-# not end within the statement timeout; a quiet service pays a few more cheap statements (an
-# hour is 9 windows, each pruned by the BRIN index).
-SEARCH_FIRST_WINDOW = _dt.timedelta(milliseconds=100)
+# Search (and the facets' sample) looks first from a bound found among the newest rows
+# (``_newest_windows``), which on a busy service is a fraction of a second back; without one
+# (a quiet service, a rare match) at the newest 10 seconds, then windows four times wider
+# (``spans``): a scan of a whole hour of a busy service (millions of rows) would not end
+# within the statement timeout, and a quiet one pays a few more cheap statements (an hour is
+# 6 windows, each pruned by the BRIN index).
+SEARCH_FIRST_WINDOW = _dt.timedelta(seconds=10)
 SEARCH_WINDOW_GROWTH = 4
 # How many of the last pages of today's partition give the first window's bound
 # (_newest_windows): about 7,000 rows, read in 2-3 ms.
