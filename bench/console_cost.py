@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import os
-import shutil
-import signal
 import sys
 import tempfile
 import threading
@@ -30,7 +28,7 @@ from pathlib import Path
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).parent))
-from console_ingest import flood, start_serve
+from console_ingest import flood, start_serve, stop_serve
 
 
 def cpu_seconds(pid: int) -> float:
@@ -78,11 +76,7 @@ def measure(dsn: str, path: str, records: int) -> str:
             f"the service {cpu_seconds(proc.pid) - service:.1f} s"
         )
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(60)
-        with psycopg.connect(dsn, autocommit=True) as c:
-            c.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-        shutil.rmtree(data, ignore_errors=True)
+        stop_serve(proc, dsn, schema, data)
 
 
 def main() -> None:

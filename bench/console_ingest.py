@@ -162,11 +162,16 @@ def run(dsn: str, records: int, browser: tuple[str, str] | None) -> tuple[float,
             rate = flood(dsn, schema, port, proc.pid, records)
         return rate, f" ({b.requests} requests, {b.tail_bytes:,} tail bytes, {len(b.errors)} errors)"
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(60)
-        with psycopg.connect(dsn, autocommit=True) as c:
-            c.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-        shutil.rmtree(data, ignore_errors=True)
+        stop_serve(proc, dsn, schema, data)
+
+
+def stop_serve(proc: subprocess.Popen[bytes], dsn: str, schema: str, data: Path) -> None:
+    """Stop the ``serve`` of ``start_serve`` and drop what it made."""
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(60)
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    shutil.rmtree(data, ignore_errors=True)
 
 
 if __name__ == "__main__":
