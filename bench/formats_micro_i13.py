@@ -34,39 +34,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from logsvc.bench.records import flood_records
-from logsvc.journal.segment import Journal
-from logsvc.journal.writer import JournalWriter
-from logsvc.loop import Reactor
-from logsvc.metrics import Metrics
 from logsvc.record import RecordDict
-from logsvc.store.copyfmt import RowEncoder
-from logsvc.wire import Decoder, JsonFormat, LengthPrefixFramer, LineFramer, PickleFormat
+from logsvc.wire import JsonFormat, LengthPrefixFramer, LineFramer, PickleFormat
 from logsvc.wire.buffer import ReceiveBuffer
 from logsvc.wire.syslog import SyslogFormat, SyslogFramer
 
-CHUNK = 64 * 1024
-
-
-def _chunks(stream: bytes) -> list[memoryview]:
-    view = memoryview(stream)
-    return [view[off : off + CHUNK] for off in range(0, len(stream), CHUNK)]
-
-
-def _ignore(exc: Exception) -> None:
-    pass
-
-
-def _records(dec: Decoder) -> Iterator[RecordDict]:
-    return dec.records(_ignore)
+sys.path.insert(0, str(Path(__file__).parent))
+import hotpath_micro  # the stages every stream format shares, and the timing
 
 
 class _BatchLineFramer(LineFramer):
@@ -101,7 +83,7 @@ def _pieces(fmt: str, now: float) -> tuple[Callable[[], Any], Callable[[], Any],
 def stages(fmt: str, records: int, tmp: Path) -> dict[str, Callable[[], int]]:
     items = flood_records(fmt, "i13micro", 0, records)
     stream = b"".join(items)
-    chunks = _chunks(stream)
+    chunks = hotpath_micro._chunks(stream)
     now = time.time()
     new_framer, new_format, kind = _pieces(fmt, now)
     bodies: list[bytes] = []
@@ -113,8 +95,6 @@ def stages(fmt: str, records: int, tmp: Path) -> dict[str, Callable[[], int]]:
     assert len(bodies) == records, len(bodies)
     parser = new_format()
     recs: list[RecordDict] = [parser.parse(b) for b in bodies]
-    peer = "127.0.0.1:40000"
-    runs = [0]
 
     def framing() -> int:
         buf, framer, n = ReceiveBuffer(), new_framer(), 0
@@ -130,80 +110,11 @@ def stages(fmt: str, records: int, tmp: Path) -> dict[str, Callable[[], int]]:
             p(b)
         return len(bodies)
 
-    def decode_with(framer: Any) -> int:
-        dec, n = Decoder(framer, new_format()), 0
-        for c in chunks:
-            dec.feed(c)
-            for _ in _records(dec):
-                n += 1
-        return n
-
-    def decode() -> int:
-        return decode_with(new_framer())
-
-    def encode() -> int:
-        enc = RowEncoder()
-        e, ts = enc.encode, enc.timestamp(time.time())
-        for i, r in enumerate(recs):
-            e(r, i, peer, ts)
-        return len(recs)
-
-    row = RowEncoder().encode(recs[0], 1, peer, RowEncoder().timestamp(time.time()))
-
-    class _NullFormat:
-        def parse(self, frame: bytes) -> RecordDict:
-            return recs[0]
-
-    class _NullEncoder(RowEncoder):
-        def encode(self, rec: RecordDict, seq: int, peer: str, received_ts: str) -> bytes:
-            return row
-
-    def new_writer(encoder: RowEncoder | None = None) -> JournalWriter:
-        runs[0] += 1
-        journal = Journal(tmp / f"j{runs[0]}", fsync="never")
-        journal.open()
-        return JournalWriter(Reactor(), journal, encoder or RowEncoder(), Metrics())
-
-    per_chunk = max(1, len(recs) * CHUNK // len(stream))
-
-    def write() -> int:
-        w = new_writer()
-        n = 0
-        for off in range(0, len(recs), per_chunk):
-            n += w.write(iter(recs[off : off + per_chunk]), kind, peer, time.time())
-            w.flush()
-        return n
-
-    def reads(w: JournalWriter, dec: Decoder) -> int:
-        n = 0
-        for c in chunks:
-            dec.feed(c)
-            n += w.write(_records(dec), kind, peer, time.time())
-            w.flush()
-        return n
-
-    def pipeline() -> int:
-        return reads(new_writer(), Decoder(new_framer(), new_format()))
-
-    def floor() -> int:
-        return reads(new_writer(_NullEncoder()), Decoder(new_framer(), _NullFormat()))
-
-    def decode_batched() -> int:
-        return decode_with(_BatchLineFramer())
-
-    extra: dict[str, Callable[[], int]] = {}
-    if fmt == "json":
-        extra["decode_batched"] = decode_batched
-    return {
-        **extra,
-        "framing": framing,
-        "parse": parse,
-        "decode": decode,
-        "encode": encode,
-        "write": write,
-        "pipeline": pipeline,
-        "floor": floor,
-    }
+    decoders: dict[str, Callable[[], Any]] = {"decode_batched": _BatchLineFramer} if fmt == "json" else {}
+    common = hotpath_micro.pipeline_stages(
+        chunks, len(stream), recs, new_framer, new_format, kind, tmp, decoders
+    )
+    return {"framing": framing, "parse": parse, **common}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -214,22 +125,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default="", help="comma-separated stages (default: all)")
     ap.add_argument("--json", action="store_true", help="one JSON object instead of a table")
     a = ap.parse_args(argv)
-    times: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="formats-micro-") as tmp:
         st = stages(a.format, a.records, Path(tmp))
         if a.only:
             st = {k: v for k, v in st.items() if k in a.only.split(",")}
-        for _ in range(a.repeats):
-            for name, fn in st.items():
-                t0 = time.process_time()
-                n = fn()
-                dt = time.process_time() - t0
-                assert n == a.records, (name, n)
-                times.setdefault(name, []).append(dt * 1e6 / n)
-    result = {
-        name: {"median_us": round(statistics.median(v), 3), "min_us": round(min(v), 3)}
-        for name, v in times.items()
-    }
+        result = hotpath_micro.timed(st, a.repeats, lambda name, n: n == a.records)
     if a.json:
         print(json.dumps({"format": a.format, "records": a.records, "repeats": a.repeats, "stages": result}))
     else:

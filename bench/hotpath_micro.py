@@ -35,6 +35,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from logsvc.bench.records import flood_frames
 from logsvc.journal.segment import Journal
@@ -88,8 +89,6 @@ def stages(stream: bytes, tmp: Path) -> dict[str, Callable[[], int]]:
     bodies = _bodies(stream)
     fmt = PickleFormat()
     recs = [fmt.parse(b) for b in bodies]
-    peer = "127.0.0.1:40000"
-    runs = [0]
 
     def framing() -> int:
         buf, framer, n = ReceiveBuffer(), LengthPrefixFramer(), 0
@@ -115,8 +114,35 @@ def stages(stream: bytes, tmp: Path) -> dict[str, Callable[[], int]]:
             p(b)
         return len(bodies)
 
-    def decode() -> int:
-        dec, n = Decoder(LengthPrefixFramer(), PickleFormat()), 0
+    common = pipeline_stages(chunks, len(stream), recs, LengthPrefixFramer, PickleFormat, "pickle", tmp)
+    return {
+        "framing": framing,
+        "plain_check": plain_check,
+        "loads": loads,
+        "parse": parse,
+        **common,
+    }
+
+
+def pipeline_stages(
+    chunks: list[memoryview],
+    stream_len: int,
+    recs: list[RecordDict],
+    new_framer: Callable[[], Any],
+    new_format: Callable[[], Any],
+    kind: str,
+    tmp: Path,
+    decoders: dict[str, Callable[[], Any]] | None = None,
+) -> dict[str, Callable[[], int]]:
+    """The stages every stream format shares: decode, encode, write, pipeline and floor.
+
+    ``decoders``: more ``decode`` stages, by name, each with its own framer factory.
+    """
+    peer = "127.0.0.1:40000"
+    runs = [0]
+
+    def decode_with(framer: Any) -> int:
+        dec, n = Decoder(framer, new_format()), 0
         for c in chunks:
             dec.feed(c)
             for _ in _records(dec):
@@ -146,13 +172,13 @@ def stages(stream: bytes, tmp: Path) -> dict[str, Callable[[], int]]:
         journal.open()
         return JournalWriter(Reactor(), journal, encoder or RowEncoder(), Metrics())
 
-    per_chunk = max(1, len(recs) * CHUNK // len(stream))
+    per_chunk = max(1, len(recs) * CHUNK // stream_len)
 
     def write() -> int:
         w = new_writer()
         n = 0
         for off in range(0, len(recs), per_chunk):
-            n += w.write(iter(recs[off : off + per_chunk]), "pickle", peer, time.time())
+            n += w.write(iter(recs[off : off + per_chunk]), kind, peer, time.time())
             w.flush()
         return n
 
@@ -160,26 +186,39 @@ def stages(stream: bytes, tmp: Path) -> dict[str, Callable[[], int]]:
         n = 0
         for c in chunks:
             dec.feed(c)
-            n += w.write(_records(dec), "pickle", peer, time.time())
+            n += w.write(_records(dec), kind, peer, time.time())
             w.flush()
         return n
 
-    def pipeline() -> int:
-        return reads(new_writer(), Decoder(LengthPrefixFramer(), PickleFormat()))
-
-    def floor() -> int:
-        return reads(new_writer(_NullEncoder()), Decoder(LengthPrefixFramer(), _NullFormat()))
-
+    extra = {name: (lambda f=f: decode_with(f())) for name, f in (decoders or {}).items()}
     return {
-        "framing": framing,
-        "plain_check": plain_check,
-        "loads": loads,
-        "parse": parse,
-        "decode": decode,
+        **extra,
+        "decode": lambda: decode_with(new_framer()),
         "encode": encode,
         "write": write,
-        "pipeline": pipeline,
-        "floor": floor,
+        "pipeline": lambda: reads(new_writer(), Decoder(new_framer(), new_format())),
+        "floor": lambda: reads(new_writer(_NullEncoder()), Decoder(new_framer(), _NullFormat())),
+    }
+
+
+def timed(
+    st: dict[str, Callable[[], int]], repeats: int, check: Callable[[str, int], bool]
+) -> dict[str, dict[str, float]]:
+    """Run every stage ``repeats`` times, alternating; µs of this process's CPU per record.
+
+    ``check(stage, n)`` says whether a stage handled as many records as it should.
+    """
+    times: dict[str, list[float]] = {}
+    for _ in range(repeats):
+        for name, fn in st.items():
+            t0 = time.process_time()
+            n = fn()
+            dt = time.process_time() - t0
+            assert check(name, n), (name, n)
+            times.setdefault(name, []).append(dt * 1e6 / n)
+    return {
+        name: {"median_us": round(statistics.median(v), 3), "min_us": round(min(v), 3)}
+        for name, v in times.items()
     }
 
 
@@ -190,21 +229,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="one JSON object instead of a table")
     a = ap.parse_args(argv)
     stream = flood_frames("hotpath", 0, a.records)
-    times: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="hotpath-") as tmp:
-        st = stages(stream, Path(tmp))
-        for _ in range(a.repeats):
-            for name, fn in st.items():
-                t0 = time.process_time()
-                n = fn()
-                dt = time.process_time() - t0
-                # The last record (``last=True``: protocol 1 writes True as text) is not plain.
-                assert n == a.records or (name == "plain_check" and n == a.records - 1), (name, n)
-                times.setdefault(name, []).append(dt * 1e6 / n)
-    result = {
-        name: {"median_us": round(statistics.median(v), 3), "min_us": round(min(v), 3)}
-        for name, v in times.items()
-    }
+        # The last record (``last=True``: protocol 1 writes True as text) is not plain.
+        result = timed(
+            stages(stream, Path(tmp)),
+            a.repeats,
+            lambda name, n: n == a.records or (name == "plain_check" and n == a.records - 1),
+        )
     if a.json:
         print(json.dumps({"records": a.records, "repeats": a.repeats, "stages": result}))
     else:

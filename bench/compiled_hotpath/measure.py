@@ -236,22 +236,11 @@ def main(argv: list[str] | None = None) -> int:
     stream = flood_frames("hotpath", 0, a.records)
     fb = _Fallback()
     mod.reset_counts()
-    times: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="compiled-hotpath-") as tmp:
         micro = hotpath_micro.stages(stream, Path(tmp))
         st = {name: micro[name] for name in ("decode", "encode", "pipeline", "floor")}
         st.update(c_stages(mod, stream, Path(tmp), fb))
-        for _ in range(a.repeats):
-            for name, fn in st.items():
-                t0 = time.process_time()
-                n = fn()
-                dt = time.process_time() - t0
-                assert n == a.records, (name, n)
-                times.setdefault(name, []).append(dt * 1e6 / n)
-    result = {
-        name: {"median_us": round(statistics.median(v), 3), "min_us": round(min(v), 3)}
-        for name, v in times.items()
-    }
+        result = hotpath_micro.timed(st, a.repeats, lambda name, n: n == a.records)
     counters = {k: v for k, v in mod.fallbacks().items() if v}
     if a.json:
         print(json.dumps({"records": a.records, "repeats": a.repeats, "stages": result,
