@@ -88,6 +88,23 @@ SEARCH_WINDOW_GROWTH = 4
 # How many of the last pages of today's partition give the first window's bound
 # (_newest_windows): about 7,000 rows, read in 2-3 ms.
 TAIL_PAGES = 256
+
+
+def newest_pages(schema: str, now: _dt.datetime) -> tuple[str, str]:
+    """``(table, condition)``: today's partition and a TID range over its last ``TAIL_PAGES`` pages.
+
+    Rows are appended, so those pages hold the rows stored last (a TID range scan reads only
+    them). The search's bound and the sampling tail use them; neither needs every recent
+    row there, only some.
+    """
+    part = f"{schema}.records_{now.astimezone(_dt.UTC):%Y%m%d}"
+    cond = (
+        f"ctid >= (SELECT format('(%s,0)', greatest(0, pg_relation_size('{part}') / "
+        f"current_setting('block_size')::int - {TAIL_PAGES}))::tid)"
+    )
+    return part, cond
+
+
 _MICROSECOND = _dt.timedelta(microseconds=1)
 # A record looked up by id: first in the newest hour (and one ahead, for clocks ahead).
 FIND_AHEAD = _dt.timedelta(hours=1)
@@ -458,11 +475,9 @@ class Console:
         """
         ps = ql.Params(list(base.values))
         lo, hi = ps.add(since.isoformat(), "timestamptz"), ps.add(until.isoformat(), "timestamptz")
-        part = f"{self.schema}.records_{self._now().astimezone(_dt.UTC):%Y%m%d}"
+        part, tail = newest_pages(self.schema, self._now())
         sql = (
-            f"SELECT created FROM {part} WHERE ctid >= (SELECT format('(%s,0)', greatest(0, "
-            f"pg_relation_size('{part}') / current_setting('block_size')::int - {TAIL_PAGES}))::tid) "
-            f"AND created >= {lo} AND created < {hi} AND {cond} "
+            f"SELECT created FROM {part} WHERE {tail} AND created >= {lo} AND created < {hi} AND {cond} "
             f"ORDER BY created DESC OFFSET {ps.add(want - 1, 'bigint')} LIMIT 1"
         )
 

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import orjson
 
 from logsvc.console import query_lang as ql
-from logsvc.console.api import LIST_JSON, SECURITY_HEADERS, TAIL_PAGES, ApiError, db_error_response
+from logsvc.console.api import LIST_JSON, SECURITY_HEADERS, ApiError, db_error_response, newest_pages
 from logsvc.console.brin import BrinSummarizer
 from logsvc.console.db import ConsoleDb, Row
 from logsvc.errors import StoreError
@@ -136,20 +136,18 @@ class Tail:
     def _sampling_sql(self, where: str) -> str:
         """A look while sampling: every new row counted once, the newest shown found cheaply.
 
-        The rows shown are the newest of the last ``TAIL_PAGES`` pages of today's partition (a
-        TID range scan: rows are appended, so those are the rows stored last) instead of a sort
-        of every new row; one aggregate over the new rows gives their count and the newest
+        The rows shown are the newest of today's partition's last pages (``api.newest_pages``)
+        instead of a sort of every new row; one aggregate over the new rows gives their count and the newest
         ``stored`` among them, which becomes the cursor, so a row not shown is counted as
         skipped exactly once, wherever it lies. The first row of the answer carries the count
         and the newest time even when nothing is shown (its record column is then NULL).
         """
         s = self._schema
-        part = f"{s}.records_{_dt.datetime.now(_dt.UTC):%Y%m%d}"
+        part, tail = newest_pages(s, _dt.datetime.now(_dt.UTC))
         return (
             f"WITH a AS (SELECT count(*) AS n, max(stored) AS newest FROM {s}.records WHERE {where}), "
-            f"k AS MATERIALIZED (SELECT tableoid AS t, ctid AS c FROM {part} WHERE ctid >= (SELECT "
-            f"format('(%s,0)', greatest(0, pg_relation_size('{part}') / current_setting('block_size')::int "
-            f"- {TAIL_PAGES}))::tid) AND {where} ORDER BY stored DESC, seq DESC LIMIT {self._max}), "
+            f"k AS MATERIALIZED (SELECT tableoid AS t, ctid AS c FROM {part} WHERE {tail} AND {where} "
+            f"ORDER BY stored DESC, seq DESC LIMIT {self._max}), "
             f"r AS (SELECT {LIST_JSON} AS j, stored, seq FROM {s}.records WHERE ctid = ANY (ARRAY(SELECT c "
             f"FROM k)) AND (tableoid, ctid) IN (SELECT t, c FROM k)) "
             f"SELECT r.j, r.stored, a.n, a.newest FROM a LEFT JOIN r ON true "
