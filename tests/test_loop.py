@@ -131,3 +131,49 @@ def test_close_restores_the_previous_signal_handler() -> None:
 def test_stop_makes_run_return(reactor: L.Reactor) -> None:
     reactor.call_later(0.01, reactor.stop)
     reactor.run()  # returns, or the test times out
+
+
+def test_pumps_run_between_the_handlers_of_a_long_turn_and_not_in_a_short_one(reactor: L.Reactor) -> None:
+    ran: list[str] = []
+    pairs = [socket.socketpair() for _ in range(3)]
+    try:
+        slow = [True]
+
+        def handler(name: str, sock: socket.socket) -> L.Handler:
+            def handle(events: int) -> None:
+                while True:
+                    try:
+                        sock.recv(64)
+                    except BlockingIOError:
+                        break
+                if slow[0]:  # a request's parsing: longer than the pump interval
+                    end = time.monotonic() + 2 * L.PUMP_INTERVAL_S
+                    while time.monotonic() < end:
+                        pass
+                ran.append(name)
+
+            return handle
+
+        for i, (a, _) in enumerate(pairs):
+            a.setblocking(False)
+            reactor.register(a.fileno(), L.EPOLLIN | L.EPOLLET, handler(f"h{i}", a))
+        reactor.add_pump(lambda: ran.append("pump"))
+        for _, b in pairs:
+            b.send(b"x")
+        reactor.run_once(max_timeout=1.0)
+        handlers = [r for r in ran if r != "pump"]
+        assert sorted(handlers) == ["h0", "h1", "h2"]
+        # After each slow handler the interval has passed: the pump runs before the next one.
+        assert ran == [handlers[0], "pump", handlers[1], "pump", handlers[2], "pump"]
+
+        ran.clear()
+        slow[0] = False
+        time.sleep(2 * L.PUMP_INTERVAL_S)  # the last pump is long past: one is due at once
+        for _, b in pairs:
+            b.send(b"x")
+        reactor.run_once(max_timeout=1.0)
+        assert ran.count("pump") == 1 and ran[1] == "pump"  # then not again within the interval
+    finally:
+        for a, b in pairs:
+            a.close()
+            b.close()

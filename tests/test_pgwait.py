@@ -3,6 +3,7 @@ loopback socket that never answers."""
 
 from __future__ import annotations
 
+import select
 import socket
 import time
 from collections.abc import Iterator
@@ -180,6 +181,23 @@ def test_the_idle_watch_has_no_deadline(reactor: L.Reactor, dsn: str) -> None:
         while time.monotonic() < deadline:
             reactor.run_once(max_timeout=0.05)
         assert lost == [] and driver.timeouts == 0
+        driver.forget()
+    finally:
+        conn.finish()
+
+
+def test_a_pump_moves_a_running_step_on_without_waiting_for_the_turn(reactor: L.Reactor, dsn: str) -> None:
+    conn = connected(dsn)
+    try:
+        driver = PgDriver(reactor, timeout=5.0)
+        driver.pump()  # nothing running: nothing to do
+        out = Outcome()
+        driver.start(pgproto.execute(conn, "SELECT 1"), out.ok, out.fail)
+        # The answer is in the socket; no loop turn runs, as in the middle of a long one.
+        assert select.select([conn.socket], [], [], 5.0)[0]
+        driver.pump()
+        assert out.done and out.error is None
+        driver.pump()  # the idle watch is not a step: nothing happens, nothing raises
         driver.forget()
     finally:
         conn.finish()

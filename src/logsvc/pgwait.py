@@ -154,6 +154,27 @@ class PgDriver:
             gen, self._gen, self._idling = self._gen, None, False
             gen.close()
 
+    def pump(self) -> None:
+        """Move a running step on now if its socket is ready (``Reactor.add_pump``)."""
+        if self._gen is None or self._idling or self._fd < 0:
+            return
+        mask = (_POLL_R if self._wait & pgproto.Wait.R else 0) | (
+            _POLL_W if self._wait & pgproto.Wait.W else 0
+        )
+        poller = select.poll()
+        poller.register(self._fd, mask)
+        got = poller.poll(0)
+        if not got:
+            return
+        revents = got[0][1]
+        ready = 0
+        if revents & _POLL_R:
+            ready |= pgproto.READY_R
+        if revents & _POLL_W:
+            ready |= pgproto.READY_W
+        self._progress = time.monotonic()
+        self._advance(ready)
+
     # -- stepping --------------------------------------------------------------------------
 
     def _advance(self, ready: int | None) -> None:

@@ -314,6 +314,7 @@ class PgSink:
             idle=lambda: pgproto.watch_idle(self._pgconn) if self._pgconn is not None else None,
             on_idle_error=self._on_failure,
         )
+        reactor.add_pump(self._driver.pump)
         self._pgconn: pq.abc.PGconn | None = None
         self.state = DOWN
         self.shipped_seq: int | None = None  # known only while connected
