@@ -491,16 +491,44 @@ _ECS_GROUPS = tuple(
 )  # fmt: skip
 
 
+# Every top-level key the ECS reading looks at besides a nested "log": when none is there
+# (Filebeat's documents, the usual _bulk), ``_ecs`` takes its short way.
+_ECS_OTHER_KEYS = frozenset(
+    {"process", "error", "log.level", "error.stack_trace"} | {dotted for _, dotted, _ in _ECS_PATHS}
+)
+
+
 def _ecs(rec: RecordDict, tz: _dt.tzinfo) -> None:
+    log = rec.get("log")
+    if type(log) is dict and "origin" not in log and _ECS_OTHER_KEYS.isdisjoint(rec):
+        # The reading below for a document whose only ECS paths are log.level and log.logger
+        # (2.5 -> ~1 us a Filebeat document; tests/wire/test_json_take.py holds them equal).
+        level = log.pop("level", _MISSING)
+        logger = log.pop("logger", _MISSING)
+        if not log:
+            del rec["log"]
+        if level is not _MISSING:
+            _ecs_level(rec, level)
+        if logger is not _MISSING:
+            _put(rec, "name", logger, "log.logger")
+        return
+    _ecs_general(rec)
+
+
+def _ecs_level(rec: RecordDict, level: Any) -> None:
+    hit = level_of(level) if "levelno" not in rec else None
+    if hit is None:
+        rec["log.level"] = level
+    else:
+        if hit[0] is not None:
+            rec["levelno"] = hit[0]
+        rec.setdefault("levelname", hit[1])
+
+
+def _ecs_general(rec: RecordDict) -> None:
     level = _take(rec, ("log", "level"), "log.level")
     if level is not _MISSING:
-        hit = level_of(level) if "levelno" not in rec else None
-        if hit is None:
-            rec["log.level"] = level
-        else:
-            if hit[0] is not None:
-                rec["levelno"] = hit[0]
-            rec.setdefault("levelname", hit[1])
+        _ecs_level(rec, level)
     found = [
         (dotted, column, _take(rec, path, dotted))
         for keys, paths in _ECS_GROUPS
