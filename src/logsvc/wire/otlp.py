@@ -250,8 +250,9 @@ def _level(number: int, text: str) -> tuple[int, str]:
     return _INFO if band is None else _BANDS[band]
 
 
-# The columns an OTLP record may leave unset (copyfmt's _ABSENT less levelno, levelname, msg,
-# which every record sets).
+# The columns an OTLP record may leave unset (copyfmt's _TEXT_KEYS and _NUMBER_KEYS less
+# levelno, levelname, msg, which every record sets). Every record holds all of them, so the
+# encoder reads it the way it reads a LogRecord's dict.
 _NO_COLUMNS: dict[str, Any] = dict.fromkeys(
     ("name", "pathname", "funcName", "module", "processName", "threadName", "exc_text", "stack_info",
      "lineno", "process", "thread", "created")
