@@ -3,7 +3,8 @@
 # (its own schema and data dir, --listen-http on loopback), one JSON line per run.
 #   bench/flood_formats.sh RECORDS REPEATS FORMAT... > bench/results/flood-formats-DATE.jsonl
 # FORMAT is http (the NDJSON baseline), otlp or bulk; all go to --listen-http. LOGSVC (default
-# .venv/bin/logsvc) and DSN (default host=127.0.0.1 port=5432 dbname=test user=postgres) may be set.
+# .venv/bin/logsvc), DSN (default host=127.0.0.1 port=5432 dbname=test user=postgres) and
+# SERVE_ARGS (more `serve` options, e.g. "--workers 2") may be set.
 set -euo pipefail
 records=$1 repeats=$2; shift 2
 logsvc=${LOGSVC:-.venv/bin/logsvc}
@@ -13,11 +14,11 @@ for ((r = 0; r < repeats; r++)); do
         schema="ff_${fmt}_$r" work=$(mktemp -d /tmp/flood-formats.XXXXXX)
         psql -q "$dsn" -c "DROP SCHEMA IF EXISTS $schema CASCADE" 2>/dev/null
         "$logsvc" serve --listen 127.0.0.1:0 --listen-http 127.0.0.1:0 --dsn "$dsn" --schema "$schema" \
-            --data-dir "$work/data" --fsync interval >"$work/log" 2>&1 &
+            --data-dir "$work/data" --fsync interval ${SERVE_ARGS:-} >"$work/log" 2>&1 &
         pid=$!
         port=
         for _ in $(seq 300); do  # at most 30 s
-            port=$(grep -oP 'Listening on 127\.0\.0\.1:\K\d+(?= \(HTTP: POST /ingest)' "$work/log" 2>/dev/null || true)
+            port=$(grep -oP 'Listening on 127\.0\.0\.1:\K\d+(?= \(HTTP: POST /ingest)' "$work/log" 2>/dev/null | head -1 || true)
             [[ -n $port ]] && break
             sleep 0.1
         done

@@ -88,6 +88,28 @@ def read_metric(url: str, name: str) -> float | None:
     return None
 
 
+def _cpu_of(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _CLK_TCK  # utime + stime
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[1] == str(pid):  # ppid
+            found.append(int(entry))
+    return found
+
+
 @dataclass(slots=True)
 class ProcessWatch:
     """CPU seconds and resident memory of the service, read from /proc."""
@@ -97,14 +119,29 @@ class ProcessWatch:
     peak_rss_kb: int = 0
 
     def cpu_seconds(self) -> float:
+        """utime + stime of the service: the process and its workers (``serve --workers``).
+
+        A worker is a child running the same executable; other children (the embedded
+        PostgreSQL) are not the service's CPU. A worker that exited between two readings is
+        missing from the second: read the figure over a run whose workers stay up.
+        """
         if self.pid is None:
             return float("nan")
-        try:
-            with open(f"/proc/{self.pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / _CLK_TCK  # utime + stime
-        except OSError:
+        total = _cpu_of(self.pid)
+        if total is None:
             return float("nan")
+        try:
+            exe = os.readlink(f"/proc/{self.pid}/exe")
+        except OSError:
+            return total
+        for child in _children(self.pid):
+            try:
+                same = os.readlink(f"/proc/{child}/exe") == exe
+            except OSError:
+                continue
+            if same:
+                total += _cpu_of(child) or 0.0
+        return total
 
     def rss_kb(self) -> int:
         if self.pid is None:
