@@ -19,7 +19,7 @@ import pytest
 from tests.acked_raw import PREAMBLE, RECORDS, RawClient, frame, hello, record_pickle, records
 from tests.faults.helpers import metric
 from tests.faults.test_hostile_live import pki, tls_port  # noqa: F401 (pki is a fixture)
-from tests.helpers import Service, wait_for
+from tests.helpers import Service, run_until, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -284,3 +284,92 @@ def test_a_connection_closed_within_its_first_four_bytes_is_closed_cleanly(
     good.send_records(1, ["after the probes"])
     good.wait_ack(1)
     good.close()
+
+
+# -- an ACK follows an fdatasync ---------------------------------------------------------------
+
+
+def test_an_ack_is_sent_only_after_an_fdatasync_covering_its_records(
+    tmp_path: Path, dsn: str, schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # serve's own pieces in process (Server), so the journal's fdatasync and the session's
+    # writes can be watched in the order they happen. --fsync interval with an interval of an
+    # hour: any fdatasync seen is one made for the acknowledgements. A SIGKILL test cannot
+    # show this (the page cache survives the process), and an ACK sent after the append but
+    # before the sync would pass every other test.
+    import threading
+
+    from logsvc import config
+    from logsvc.ingest import acked as ingest_acked
+    from logsvc.journal import segment
+    from logsvc.server import Server
+
+    settings = config.Settings(
+        listen=[("127.0.0.1", 0)],
+        metrics=None,
+        dsn=dsn,
+        data_dir=tmp_path / "data",
+        schema=schema,
+        fsync="interval",
+        fsync_interval=3600.0,
+    )
+    server = Server(settings, dsn)
+    events: list[tuple[str, int]] = []
+    real_fdatasync, real_append = segment._fdatasync, segment.Journal.append
+    real_send = ingest_acked.AckedSession._send
+
+    def fdatasync(fd: int) -> None:
+        real_fdatasync(fd)
+        events.append(("fdatasync", server.journal.next_seq - 1))  # every seq appended so far
+
+    def append(journal: segment.Journal, *args: object, **kwargs: object) -> object:
+        out = real_append(journal, *args, **kwargs)  # type: ignore[arg-type]
+        events.append(("append", journal.next_seq - 1))
+        return out
+
+    def send(session: ingest_acked.AckedSession, data: bytes) -> None:
+        if data[4] == 0x82:  # ACK
+            events.append(("ack", struct.unpack_from(">Q", data, 5)[0]))
+        real_send(session, data)
+
+    monkeypatch.setattr(segment, "_fdatasync", fdatasync)
+    monkeypatch.setattr(segment.Journal, "append", append)
+    monkeypatch.setattr(ingest_acked.AckedSession, "_send", send)
+    server.start()
+    try:
+        assert server.intake is not None
+        port = server.intake.listeners[0].sock.getsockname()[1]
+        first_journal_seq = server.journal.next_seq  # nothing else writes: stream seq s is this + s - 1
+        acks: list[int] = []
+        failed: list[BaseException] = []
+
+        def client() -> None:
+            try:
+                c = RawClient(port)
+                c.open()
+                for first, last in ((1, 100), (101, 300), (301, 301)):
+                    c.send_records(first, [f"m{i}" for i in range(first, last + 1)])
+                    acks.append(c.wait_ack(last))
+                c.close()
+            except BaseException as exc:  # reported by the test thread
+                failed.append(exc)
+
+        t = threading.Thread(target=client, daemon=True)
+        t.start()
+        run_until(server.reactor, lambda: not t.is_alive(), 30)
+        assert not failed, failed
+        assert acks == [100, 300, 301]
+        sent = [(i, seq) for i, (what, seq) in enumerate(events) if what == "ack"]
+        assert sent and sent[-1][1] == 301, events
+        for i, stream_seq in sent:
+            needed = first_journal_seq + stream_seq - 1
+            synced = max((seq for what, seq in events[:i] if what == "fdatasync"), default=0)
+            assert synced >= needed, f"ACK {stream_seq} sent before an fdatasync covered it: {events}"
+        appends = [i for i, (what, seq) in enumerate(events) if what == "append"]
+        assert appends and appends[0] < sent[0][0]
+        # Every fdatasync of this run was made for acknowledgements (the interval is an hour);
+        # the counter may also count a sync that found nothing left to write.
+        fdatasyncs = sum(1 for what, _ in events if what == "fdatasync")
+        assert 1 <= fdatasyncs <= server.metrics.journal_syncs_for_acks
+    finally:
+        server._close_all()
