@@ -373,3 +373,148 @@ def test_an_ack_is_sent_only_after_an_fdatasync_covering_its_records(
         assert 1 <= fdatasyncs <= server.metrics.journal_syncs_for_acks
     finally:
         server._close_all()
+
+
+# -- seqs far ahead, replays, and one stream id on two connections -----------------------------
+# What the server does with each is in docs/protocol.md ("Hostile or confused clients").
+
+
+def stream_messages(s: Service, stream: str) -> dict[int, str]:
+    got = s.rows("stream_seq, message", "stream = %s", [uuid.UUID(stream)])
+    return {r["stream_seq"]: r["message"] for r in got}
+
+
+def stored_seqs(dsn: str, schema: str, stream: str) -> str | None:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            f"SELECT seqs::text FROM {schema}.streams WHERE id = %s", [uuid.UUID(stream)]
+        ).fetchone()
+    return None if row is None else str(row[0])
+
+
+def duplicates(where: str, *services: Service) -> float:
+    return sum(metric(s, "logsvc_acked_duplicates_total", where=where) for s in services)
+
+
+def bystander(s: Service, n: int = 20) -> RawClient:
+    """Another client's stream, written before the case under test: it must stay as it is."""
+    c = RawClient(s.port)
+    c.open()
+    c.send_records(1, [f"bystander {i}" for i in range(1, n + 1)])
+    c.wait_ack(n)
+    return c
+
+
+def assert_bystander(s: Service, c: RawClient, n: int = 20) -> None:
+    assert stream_messages(s, c.stream) == {i: f"bystander {i}" for i in range(1, n + 1)}
+    # ... and still served: its connection took a record after the case.
+    c.send_records(n + 1, [f"bystander {n + 1}"])
+    c.wait_ack(n + 1)
+    wait_stream(s, c.stream, n + 1)
+
+
+def test_seqs_far_ahead_are_a_gap_and_the_highest_seq_is_refused(svc: Service, dsn: str, schema: str) -> None:
+    from logsvc.wire.acked import MAX_SEQ
+
+    other = bystander(svc)
+    c = RawClient(svc.port)
+    c.open()
+    c.send_records(1, [f"m{i}" for i in range(1, 6)])
+    c.wait_ack(5)
+    # A gap of millions (a client that dropped them under drop_oldest), then the top of the
+    # seq space: accepted, counted as a gap, each stored once.
+    far = 5 + 3_000_000
+    c.send(records(far, [record_pickle(f"m{far}"), record_pickle(f"m{far + 1}")]))
+    c.wait_ack(far + 1)
+    c.send(records(MAX_SEQ - 1, [record_pickle(f"m{MAX_SEQ - 1}"), record_pickle(f"m{MAX_SEQ}")]))
+    assert c.wait_ack(MAX_SEQ) == MAX_SEQ
+    # One past the top: PostgreSQL's int8multirange could not hold it ([seq, seq + 1) overflows).
+    c.send(records(MAX_SEQ + 1, [record_pickle("over the top")]))
+    assert c.read_error()["error"] == "seq_order"
+    want = [1, 2, 3, 4, 5, far, far + 1, MAX_SEQ - 1, MAX_SEQ]
+    assert wait_stream(svc, c.stream, len(want)) == want
+    assert stream_messages(svc, c.stream) == {s: f"m{s}" for s in want}
+    assert stored_seqs(dsn, schema, c.stream) == f"{{[1,6),[{far},{far + 2}),[{MAX_SEQ - 1},{MAX_SEQ + 1})}}"
+    gaps = (far - 6) + (MAX_SEQ - 1 - (far + 2))
+    assert metric(svc, "logsvc_acked_seq_gaps_total") == float(gaps)  # (a float on /metrics)
+    # The stream now stands at the top: anything lower that comes for it again is taken for
+    # a record already had (acknowledged, not stored), as docs/protocol.md says.
+    again = RawClient(svc.port, c.stream)
+    assert again.open()["acked"] == MAX_SEQ
+    again.send_records(6, ["late"])  # (WELCOME already covers it: no ACK is owed)
+    wait_for(lambda: duplicates("server", svc) == 1, 10, "the late record taken for a duplicate")
+    again.close()
+    assert_bystander(svc, other)
+    assert sorted(stream_rows(svc, c.stream)) == want
+    assert "late" not in stream_messages(svc, c.stream).values()
+
+
+def test_a_replay_of_durable_seqs_changes_nothing_stored(tmp_path: Path, dsn: str, schema: str) -> None:
+    a = Service(tmp_path / "a", dsn, schema).start()
+    b = Service(tmp_path / "b", dsn, schema).start()
+    try:
+        other = bystander(a)
+        stream = uuid.uuid4().hex
+        c = RawClient(a.port, stream)
+        c.open()
+        c.send_records(1, [f"first {i}" for i in range(1, 51)])
+        c.wait_ack(50)
+        # On the same connection a replay is out of order: refused.
+        c.send_records(1, [f"replay {i}" for i in range(1, 11)])
+        assert c.read_error()["error"] == "seq_order"
+        c.close()
+        # On a new connection to the same instance: acknowledged, not written again.
+        c2 = RawClient(a.port, stream)
+        assert c2.open()["acked"] == 50
+        c2.send_records(1, [f"replay {i}" if i <= 50 else f"second {i}" for i in range(1, 61)])
+        assert c2.wait_ack(60) == 60
+        c2.close()
+        assert duplicates("server", a) == 50
+        assert wait_stream(a, stream, 60) == list(range(1, 61))
+        # On another instance, which knows nothing of the stream: it journals the replay and
+        # PostgreSQL leaves it out.
+        c3 = RawClient(b.port, stream)
+        assert c3.open()["acked"] == 0
+        c3.send_records(1, [f"replay {i}" if i <= 60 else f"third {i}" for i in range(1, 71)])
+        assert c3.wait_ack(70) == 70
+        c3.close()
+        assert wait_stream(a, stream, 70) == list(range(1, 71))
+        wait_for(lambda: duplicates("postgresql", b) == 60, 30, "B's duplicates left out")
+        want = {i: ("first" if i <= 50 else "second" if i <= 60 else "third") + f" {i}" for i in range(1, 71)}
+        assert stream_messages(a, stream) == want
+        assert stored_seqs(dsn, schema, stream) == "{[1,71)}"
+        assert_bystander(a, other)
+    finally:
+        a.kill()
+        b.kill()
+
+
+def test_one_stream_id_on_two_instances_at_once_is_stored_once_per_seq(
+    tmp_path: Path, dsn: str, schema: str
+) -> None:
+    # Two live writers of one stream, one on each instance (two processes given one stream
+    # id; logsvc_client's spool lock prevents it on one host). Neither instance can tell:
+    # each seq is stored once, whichever writer's record committed first; the other's is
+    # acknowledged and counted as a duplicate. Other streams are untouched.
+    a = Service(tmp_path / "a", dsn, schema).start()
+    b = Service(tmp_path / "b", dsn, schema).start()
+    try:
+        other = bystander(a)
+        stream = uuid.uuid4().hex
+        ca, cb = RawClient(a.port, stream), RawClient(b.port, stream)
+        assert ca.open()["acked"] == 0 and cb.open()["acked"] == 0
+        ca.send_records(1, [f"A {i}" for i in range(1, 51)])
+        cb.send_records(1, [f"B {i}" for i in range(1, 61)])
+        assert ca.wait_ack(50) == 50 and cb.wait_ack(60) == 60
+        assert wait_stream(a, stream, 60) == list(range(1, 61))
+        wait_for(lambda: duplicates("postgresql", a, b) == 50, 30, "50 duplicates left out")
+        got = stream_messages(a, stream)
+        assert all(got[i] in (f"A {i}", f"B {i}") for i in range(1, 51)), got
+        assert all(got[i] == f"B {i}" for i in range(51, 61)), got
+        assert stored_seqs(dsn, schema, stream) == "{[1,61)}"
+        ca.close()
+        cb.close()
+        assert_bystander(a, other)
+    finally:
+        a.kill()
+        b.kill()

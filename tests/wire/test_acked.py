@@ -142,6 +142,7 @@ def test_a_frame_over_the_cap_is_refused_from_its_header_alone() -> None:
             "bad_frame",
         ),
         (PREAMBLE + hello() + records(1 << 63, [b"a"]), "seq_order"),
+        (PREAMBLE + hello() + records((1 << 63) - 1, [b"a"]), "seq_order"),  # [seq, seq+1) overflows int8
         (PREAMBLE + hello() + records(3, [b"a", b"b"]) + records(4, [b"c"]), "seq_order"),
         (PREAMBLE + hello() + struct.pack(">IB", 0, 0x02), "bad_frame"),
         (PREAMBLE + hello() + records(1, [b"x" * 600]), "frame_too_large"),

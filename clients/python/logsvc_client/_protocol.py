@@ -52,7 +52,7 @@ DEFAULT_MAX_FRAME_BYTES = 4 << 20
 # RECORDS overhead: type (1) + first_seq (8) + count (4); each record adds its u32 length.
 RECORDS_OVERHEAD = 1 + 8 + 4
 RECORD_OVERHEAD = 4
-MAX_SEQ = (1 << 63) - 1
+MAX_SEQ = (1 << 63) - 2  # the server's highest seq (docs/protocol.md, RECORDS)
 # A value of extra= that is not plain data is sent as its repr(), cut to this many characters.
 MAX_REPR_CHARS = 2000
 # Containers in extra= are walked this deep; deeper ones are sent as their repr().

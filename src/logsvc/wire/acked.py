@@ -32,7 +32,10 @@ HELLO, RECORDS = 0x01, 0x02
 WELCOME, ACK, ERROR = 0x81, 0x82, 0x83
 
 MAX_HELLO_BYTES = 4096
-MAX_SEQ = (1 << 63) - 1
+# The highest stream seq: PostgreSQL's streams.seqs (an int8multirange) holds a seq as
+# [seq, seq + 1), so seq + 1 must fit in an int8. A record at 2**63 - 1 was acknowledged and
+# then refused by PostgreSQL (dead-lettered, never stored).
+MAX_SEQ = (1 << 63) - 2
 FORMATS = ("pickle", "json")
 
 _HEAD = struct.Struct(">IB")
