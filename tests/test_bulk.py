@@ -159,3 +159,42 @@ def test_create_with_an_id_that_exists_is_stored_again_never_409(es: Es) -> None
     rows = es.wait_rows(4, "message LIKE %s", [f"% {tag}"])
     assert sorted(r["message"].split()[0] for r in rows) == ["first", "first", "second", "second"]
     assert {r["extra"]["_id"] for r in rows} == {"dup-1"} and {r["extra"]["_index"] for r in rows} == {"app"}
+
+
+def test_the_official_elasticsearch_client_bulk_helpers(es: Es) -> None:
+    # elasticsearch-py 8 (what Python applications and many pipelines ship with): it checks the
+    # product header at its first request, sends Content-Type
+    # application/vnd.elasticsearch+x-ndjson; compatible-with=8, and its helpers read the items.
+    from elasticsearch import Elasticsearch, helpers
+
+    client = Elasticsearch(f"http://127.0.0.1:{es.port}", request_timeout=30)
+    try:
+        run = uuid.uuid4().hex
+        docs = [
+            {
+                "_index": "apps-py",
+                "_op_type": "create" if n % 2 else "index",
+                "@timestamp": f"2026-11-29T10:00:{n:02d}.250Z",
+                "message": f"record {n}",
+                "log": {"level": "warning" if n == 7 else "info", "logger": "shop.cart"},
+                "run": run,
+                "n": n,
+            }
+            for n in range(40)
+        ]
+        ok, errors = helpers.bulk(client, docs, chunk_size=16)
+        assert (ok, errors) == (40, [])
+        # streaming_bulk reports each item as it reads the answer: all created, in order.
+        more = [{"_index": "apps-py", "message": f"streamed {n}", "run": run, "n": 100 + n} for n in range(5)]
+        results = list(helpers.streaming_bulk(client, more, chunk_size=2))
+        assert [(good, item["index"]["status"]) for good, item in results] == [(True, 201)] * 5
+        rows = es.wait_rows(45, "extra->>'run' = %s", [run])
+        by_n = {row["extra"]["n"]: row for row in rows}
+        assert sorted(by_n) == [*range(40), *range(100, 105)]
+        seven = by_n[7]
+        assert (seven["message"], seven["levelname"], seven["logger"]) == ("record 7", "WARNING", "shop.cart")
+        assert seven["created"].timestamp() == 1795946407.25
+        assert seven["extra"]["_index"] == "apps-py"
+        assert by_n[102]["message"] == "streamed 2"
+    finally:
+        client.close()
