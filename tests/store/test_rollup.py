@@ -17,6 +17,7 @@ from logsvc.loop import Reactor
 from logsvc.metrics import Metrics
 from logsvc.store import rollup
 from logsvc.store.copyfmt import RowEncoder
+from logsvc.store.streams import has_stream_rows
 from tests.wire.helpers import examples
 
 RECEIVED = 1_700_000_000.25
@@ -102,9 +103,14 @@ def test_the_writers_block_tallies_match_each_blocks_rows(tmp_path: Path) -> Non
         assert len(writer.tallies) == len(blocks)
         for b in blocks:
             assert writer.tallies.counts([b]) == rollup.count_rows([b.payload])
+            # The writer's note spares the sink its search for stream rows, and must agree with it.
+            assert writer.tallies.without_streams([b]) is not has_stream_rows(b.payload)
+        assert any(writer.tallies.without_streams([b]) for b in blocks)
+        assert not writer.tallies.without_streams(blocks)  # the stream rows' blocks are among them
         assert writer.tallies.counted_from_rows == 0
         writer.tallies.forget(blocks[2].first_seq + blocks[2].count - 1)
         assert len(writer.tallies) == len(blocks) - 3
+        assert not writer.tallies.without_streams(blocks[:1])  # forgotten: unknown, so searched
         assert writer.tallies.counts(blocks) == rollup.count_rows(b.payload for b in blocks)
         assert writer.tallies.counted_from_rows == sum(b.count for b in blocks[:3])
     finally:

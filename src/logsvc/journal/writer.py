@@ -95,6 +95,7 @@ class _Block:
     waiters: list[Durable] = field(default_factory=list)
     synced_waiters: list[Durable] = field(default_factory=list)  # told after an fdatasync
     tally: Tally | None = None  # the rows by created second and level, taken at the seal
+    streams: bool = False  # holds rows of the acknowledged protocol's streams (write_stream)
 
 
 class JournalWriter:
@@ -216,6 +217,7 @@ class JournalWriter:
                 self._encode_failed(kind, exc)
                 continue
             blk.rows.append(row)
+            blk.streams = True
             blk.nbytes += len(row)
             blk.kinds[kind] += 1
             self.next_seq += 1
@@ -292,7 +294,7 @@ class JournalWriter:
                 return False
             self._sealed.popleft()
             if blk.tally is not None:
-                self.tallies.put(blk.first_seq, len(blk.rows), blk.tally)
+                self.tallies.put(blk.first_seq, len(blk.rows), blk.tally, streams=blk.streams)
             m.journal_blocks += 1
             m.records_journaled.update(blk.kinds)
             for waiter in blk.waiters:

@@ -141,15 +141,29 @@ class BlockTallies:
     MAX_BLOCKS = 100_000
 
     def __init__(self) -> None:
-        self._by_seq: dict[int, tuple[int, Tally]] = {}  # first seq -> (rows, tally), seq order
+        # first seq -> (rows, tally, holds stream rows), in seq order
+        self._by_seq: dict[int, tuple[int, Tally, bool]] = {}
         self.counted_from_rows = 0  # rows counted by parsing, for tests and figures
 
     def __len__(self) -> int:
         return len(self._by_seq)
 
-    def put(self, first_seq: int, count: int, tally: Tally) -> None:
+    def put(self, first_seq: int, count: int, tally: Tally, *, streams: bool = False) -> None:
         if len(self._by_seq) < self.MAX_BLOCKS:
-            self._by_seq[first_seq] = (count, tally)
+            self._by_seq[first_seq] = (count, tally, streams)
+
+    def without_streams(self, blocks: Sequence[_Shipped]) -> bool:
+        """True if every block is known to hold no stream rows (appended by this process).
+
+        The sink need not search such a batch for rows of the acknowledged protocol's
+        streams (a pass over every byte of it); a block read back after a restart is unknown.
+        """
+        by = self._by_seq
+        for b in blocks:
+            kept = by.get(b.first_seq)
+            if kept is None or kept[0] != b.count or kept[2]:
+                return False
+        return True
 
     def counts(self, blocks: Sequence[_Shipped]) -> Counts:
         """The counts of ``blocks``: from their tallies, or from their rows when there is none."""

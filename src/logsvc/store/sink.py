@@ -607,8 +607,9 @@ class PgSink:
         self.state = SHIPPING
         started = time.monotonic()
         first_seq = self.shipped_seq + 1
+        plain = self._tallies.without_streams(blocks)
         self._driver.start(
-            self._copy(sql, to_seq, [b.payload for b in blocks], row_format),
+            self._copy(sql, to_seq, [b.payload for b in blocks], row_format, plain=plain),
             lambda stored: self._on_committed(to_seq, count if stored is None else stored, started),
             lambda exc: self._on_batch_failed(exc, blocks, first_seq, to_seq),
         )
@@ -626,15 +627,18 @@ class PgSink:
             rollup.upsert_sql(self._schema, jid, counts),
         )
 
-    def _copy(self, sql: str, to_seq: int, chunks: list[bytes], row_format: int) -> pgproto.PgGen[int | None]:
+    def _copy(
+        self, sql: str, to_seq: int, chunks: list[bytes], row_format: int, *, plain: bool = False
+    ) -> pgproto.PgGen[int | None]:
         """The generator shipping ``chunks`` under ``sql``; returns the rows stored (None: all).
 
         Rows of the acknowledged protocol's streams go through ``store.streams`` (exactly once
         per stream seq, whichever instance stored it first): when it leaves rows out, the
         batch's counts are those of the rows it kept. Other batches are a plain COPY.
+        ``plain``: the writer's notes say no chunk holds stream rows (else they are searched).
         """
         pgconn = self._pgconn_ok()
-        if row_format < 2 or not any(streams.has_stream_rows(c) for c in chunks):
+        if row_format < 2 or plain or not any(streams.has_stream_rows(c) for c in chunks):
             yield from pgproto.copy_in(pgconn, sql, chunks)
             return None
 
