@@ -156,24 +156,12 @@ class PgDriver:
 
     def pump(self) -> None:
         """Move a running step on now if its socket is ready (``Reactor.add_pump``)."""
-        if self._gen is None or self._idling or self._fd < 0:
+        if self._gen is None or self._idling:
             return
-        mask = (_POLL_R if self._wait & pgproto.Wait.R else 0) | (
-            _POLL_W if self._wait & pgproto.Wait.W else 0
-        )
-        poller = select.poll()
-        poller.register(self._fd, mask)
-        got = poller.poll(0)
-        if not got:
-            return
-        revents = got[0][1]
-        ready = 0
-        if revents & _POLL_R:
-            ready |= pgproto.READY_R
-        if revents & _POLL_W:
-            ready |= pgproto.READY_W
-        self._progress = time.monotonic()
-        self._advance(ready)
+        ready = self._ready_now()
+        if ready:
+            self._progress = time.monotonic()
+            self._advance(ready)
 
     # -- stepping --------------------------------------------------------------------------
 
@@ -274,17 +262,23 @@ class PgDriver:
         )
 
     def _socket_ready(self) -> bool:
+        return bool(self._ready_now())
+
+    def _ready_now(self) -> int:
+        """What the socket can do now of what the step waits for (``READY_*`` bits; 0: nothing)."""
         if self._fd < 0:
-            return False
+            return 0
         poller = select.poll()
         mask = (_POLL_R if self._wait & pgproto.Wait.R else 0) | (
             _POLL_W if self._wait & pgproto.Wait.W else 0
         )
         try:
             poller.register(self._fd, mask)
-            return bool(poller.poll(0))
+            got = poller.poll(0)
         except (OSError, ValueError):
-            return False
+            return 0
+        revents = got[0][1] if got else 0
+        return (pgproto.READY_R if revents & _POLL_R else 0) | (pgproto.READY_W if revents & _POLL_W else 0)
 
     # -- between steps ---------------------------------------------------------------------
 
