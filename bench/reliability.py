@@ -1,6 +1,7 @@
 """Run the fault suite and print what each fault cost: the table of docs/reliability.md.
 
 Usage: python bench/reliability.py [--json] [--keep FILE] [-- PYTEST_ARGS...]
+       python bench/reliability.py --rows FILE   (the tables of rows saved with --keep)
 
 Runs ``pytest -m faults`` (every test in ``tests/faults``) with ``LOGSVC_RELIABILITY_OUT``
 set to a temporary file. Each fault test appends one JSON line there (see
@@ -119,11 +120,17 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 
 ACKED = " (acknowledging handler)"  # tests/faults/test_acked.py names its faults so
+ACKED_TESTS = "tests/faults/test_acked.py"
 
 
 def side_by_side(rows: list[dict[str, Any]]) -> str:
     """The faults run with both handlers: what each lost and duplicated, in one table."""
-    stock = {r["fault"]: r for r in rows if not r["fault"].endswith(ACKED)}
+    # A stock row from tests/faults/test_acked.py is the stock side of that file's acked row,
+    # the same fault with the same load; it is preferred to a stock test of the same name.
+    stock: dict[str, dict[str, Any]] = {}
+    for r in sorted(rows, key=lambda r: str(r.get("test", "")).startswith(ACKED_TESTS)):
+        if not r["fault"].endswith(ACKED):
+            stock[r["fault"]] = r
     acked = [r for r in rows if r["fault"].endswith(ACKED)]
     head = (
         "| fault | stock `SocketHandler`: sent | stored | lost | duplicated "
@@ -155,8 +162,17 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     ap.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
     ap.add_argument("--keep", type=Path, metavar="FILE", help="also copy the JSON lines to FILE")
+    ap.add_argument(
+        "--rows", type=Path, metavar="FILE", help="print the tables of rows saved with --keep; run nothing"
+    )
     ap.add_argument("pytest_args", nargs="*", help="passed to pytest (after --)")
     args = ap.parse_args(argv)
+    if args.rows:
+        rows = read_rows(args.rows)
+        print(markdown([r for r in rows if not r["fault"].endswith(ACKED)]))
+        print()
+        print(side_by_side(rows))
+        return 0
     with tempfile.TemporaryDirectory(prefix="logsvc-reliability-") as tmp:
         out = Path(tmp) / "rows.jsonl"
         started = time.monotonic()
