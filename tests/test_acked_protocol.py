@@ -95,6 +95,14 @@ def test_a_stream_in_use_is_refused_and_free_again_once_closed(svc: Service) -> 
 
     wait_for(reopened, 10, "the stream to be free")
     assert acked == [1]
+    # A stream id is a bearer name: whoever presents it next continues the stream.
+    heir = RawClient(svc.port, c.stream)
+    assert heir.open()["acked"] == 1
+    heir.send_records(2, ["continued"])
+    heir.wait_ack(2)
+    heir.close()
+    assert wait_stream(svc, c.stream, 2) == [1, 2]
+    assert stream_messages(svc, c.stream) == {1: "a", 2: "continued"}
 
 
 @pytest.mark.parametrize(
