@@ -212,28 +212,48 @@ def test_sigkill_at_ten_moments_under_load_loses_and_duplicates_nothing(
     assert clients.left_in_spool == [0] * CLIENTS
 
 
+def _outage_service(tmp_path: Path, dsn: str, schema: str) -> Service:
+    # The outage rows' service: a 4 MiB journal, so the outage fills it within seconds.
+    svc = Service(
+        tmp_path / "data", dsn, schema, "--journal-segment-bytes", "1MiB", "--journal-max-bytes", "4MiB"
+    )
+    svc.start()
+    return svc
+
+
+def _outage(
+    svc: Service, clients: AckedClients | TaggedClients, throwaway_pg: Any, schema: str, outage_s: float
+) -> tuple[float, float, float]:
+    """The outage rows' fault, the same for either handler: records flowing, PostgreSQL stopped
+    until the journal is full and ``outage_s`` have passed, then started again.
+
+    Returns:
+        (when PostgreSQL stopped, when the journal was full, logsvc_intake_state{full} then).
+    """
+    dsn = throwaway_pg.get_uri()
+    wait_for(lambda: "Connected to PostgreSQL" in svc.log(), 30, "the first connection")
+    clients.start()
+    wait_for(lambda: counts(dsn, schema)[0] >= 1000, 60, "records before the outage")
+    throwaway_pg._stop()
+    down_at = time.monotonic()
+    wait_for(lambda: "Journal is full" in svc.log(), 90, "the journal to fill while PostgreSQL is down")
+    full_at = time.monotonic()
+    full_state = metric(svc, "logsvc_intake_state", state="full")
+    wait_for(lambda: time.monotonic() - down_at >= outage_s, outage_s + 5, "the outage to last")
+    throwaway_pg.ensure_postgres_running()
+    return down_at, full_at, full_state
+
+
 def test_postgresql_down_and_the_journal_full_clients_keep_everything_and_never_block(
     tmp_path: Path, throwaway_pg: Any, reliability_row: ReliabilityRow
 ) -> None:
     outage_s = float(os.environ.get("LOGSVC_ACKED_OUTAGE_S", "60"))
     dsn = throwaway_pg.get_uri()
     schema = "acked_outage"
-    svc = Service(
-        tmp_path / "data", dsn, schema, "--journal-segment-bytes", "1MiB", "--journal-max-bytes", "4MiB"
-    )
-    svc.start()
+    svc = _outage_service(tmp_path, dsn, schema)
     clients = AckedClients([svc.port], CLIENTS, "acked-outage", pause=0.002)
     try:
-        wait_for(lambda: "Connected to PostgreSQL" in svc.log(), 30, "the first connection")
-        clients.start()
-        wait_for(lambda: counts(dsn, schema)[0] >= 1000, 60, "records before the outage")
-        throwaway_pg._stop()
-        down_at = time.monotonic()
-        wait_for(lambda: "Journal is full" in svc.log(), 90, "the journal to fill while PostgreSQL is down")
-        full_at = time.monotonic()
-        full_state = metric(svc, "logsvc_intake_state", state="full")
-        wait_for(lambda: time.monotonic() - down_at >= outage_s, outage_s + 5, "the outage to last")
-        throwaway_pg.ensure_postgres_running()
+        down_at, full_at, full_state = _outage(svc, clients, throwaway_pg, schema, outage_s)
         clients.stop(timeout=180)
         sent = clients.sent
         wait_for(lambda: counts(dsn, schema)[0] >= sum(sent), 120, "every record stored")
@@ -408,23 +428,11 @@ def test_stock_clients_through_the_acked_outage_row_fault(
     outage_s = float(os.environ.get("LOGSVC_ACKED_OUTAGE_S", "60"))
     dsn = throwaway_pg.get_uri()
     schema = "stock_outage"
-    svc = Service(
-        tmp_path / "data", dsn, schema, "--journal-segment-bytes", "1MiB", "--journal-max-bytes", "4MiB"
-    )
-    svc.start()
+    svc = _outage_service(tmp_path, dsn, schema)
     plan = ClientPlan(run="stock-outage", pause=0.002, max_seconds=outage_s + 120)
     clients = TaggedClients(svc.port, CLIENTS, plan)
     try:
-        wait_for(lambda: "Connected to PostgreSQL" in svc.log(), 30, "the first connection")
-        clients.start()
-        wait_for(lambda: counts(dsn, schema)[0] >= 1000, 60, "records before the outage")
-        throwaway_pg._stop()
-        down_at = time.monotonic()
-        wait_for(lambda: "Journal is full" in svc.log(), 90, "the journal to fill while PostgreSQL is down")
-        full_at = time.monotonic()
-        full_state = metric(svc, "logsvc_intake_state", state="full")
-        wait_for(lambda: time.monotonic() - down_at >= outage_s, outage_s + 5, "the outage to last")
-        throwaway_pg.ensure_postgres_running()
+        down_at, full_at, full_state = _outage(svc, clients, throwaway_pg, schema, outage_s)
         clients.stop(timeout=60)
         sent = clients.sent
         wait_for(lambda: "Journal has room again" in svc.log(), 120, "reads to resume")
