@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
@@ -177,3 +178,32 @@ def test_pumps_run_between_the_handlers_of_a_long_turn_and_not_in_a_short_one(re
         for a, b in pairs:
             a.close()
             b.close()
+
+
+def test_ready_callbacks_stop_at_the_turns_budget_and_the_rest_run_first_next_turn(
+    reactor: L.Reactor,
+) -> None:
+    ran: list[int] = []
+    step = L.CALLBACK_BUDGET_S / 2.5  # a request's worth of work: the budget holds two or three
+
+    def work(i: int) -> None:
+        end = time.monotonic() + step
+        while time.monotonic() < end:
+            pass
+        ran.append(i)
+
+    for i in range(10):
+        reactor.call_soon(functools.partial(work, i))
+    reactor.call_later(0, lambda: ran.append(-1))  # a due timer: served after the budget, not all ten
+    reactor.run_once(max_timeout=5.0)
+    assert ran[:-1] == list(range(len(ran) - 1)) and ran[-1] == -1
+    assert 2 <= len(ran) - 1 <= 4
+    turns = 1
+    while len(ran) < 11 and turns < 20:
+        start = time.monotonic()
+        reactor.run_once(max_timeout=2.0)
+        if len(ran) < 11:  # callbacks remained after this turn's budget: its poll did not wait
+            assert time.monotonic() - start < 1.0
+        turns += 1
+    assert [i for i in ran if i >= 0] == list(range(10))  # in order, none lost
+    assert turns >= 3
