@@ -133,10 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     if a.json:
         print(json.dumps({"format": a.format, "records": a.records, "repeats": a.repeats, "stages": result}))
     else:
-        print(f"{a.format}: {a.records} records, {a.repeats} alternating repeats; µs of CPU per record")
-        print(f"{'stage':<12} {'median':>8} {'min':>8}")
-        for name, r in result.items():
-            print(f"{name:<12} {r['median_us']:>8.2f} {r['min_us']:>8.2f}")
+        hotpath_micro.print_stages(
+            f"{a.format}: {a.records} records, {a.repeats} alternating repeats; µs of CPU per record", result
+        )
     return 0
 
 

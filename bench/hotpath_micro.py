@@ -239,11 +239,16 @@ def main(argv: list[str] | None = None) -> int:
     if a.json:
         print(json.dumps({"records": a.records, "repeats": a.repeats, "stages": result}))
     else:
-        print(f"{a.records} records, {a.repeats} alternating repeats; µs per record")
-        print(f"{'stage':<12} {'median':>8} {'min':>8}")
-        for name, r in result.items():
-            print(f"{name:<12} {r['median_us']:>8.2f} {r['min_us']:>8.2f}")
+        print_stages(f"{a.records} records, {a.repeats} alternating repeats; µs per record", result)
     return 0
+
+
+def print_stages(title: str, result: dict[str, dict[str, float]], width: int = 12, digits: int = 2) -> None:
+    """The table of ``timed``'s result: a stage a line, median and min µs per record."""
+    print(title)
+    print(f"{'stage':<{width}} {'median':>8} {'min':>8}")
+    for name, r in result.items():
+        print(f"{name:<{width}} {r['median_us']:>8.{digits}f} {r['min_us']:>8.{digits}f}")
 
 
 if __name__ == "__main__":

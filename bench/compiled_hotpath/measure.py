@@ -246,10 +246,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"records": a.records, "repeats": a.repeats, "stages": result,
                           "python_fallback_frames": fb.frames, "c_counters": counters}))  # fmt: skip
     else:
-        print(f"{a.records} records, {a.repeats} alternating repeats; µs of CPU per record")
-        print(f"{'stage':<16} {'median':>8} {'min':>8}")
-        for name, r in result.items():
-            print(f"{name:<16} {r['median_us']:>8.3f} {r['min_us']:>8.3f}")
+        hotpath_micro.print_stages(
+            f"{a.records} records, {a.repeats} alternating repeats; µs of CPU per record", result, 16, 3
+        )
         print(f"frames handed back to the Python path: {fb.frames}; C counters: {counters}")
     return 0
 
